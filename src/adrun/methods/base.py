@@ -1,0 +1,62 @@
+"""The method base: the score contract, test-time collection, and the hand-off to the one evaluation path.
+
+A method implements `score(batch) -> (image_scores [B], score_map [B, 1, H, W])`, higher = more anomalous, the map at
+the input's size; optionally `reconstruct(images)` for the pictures. Training is the method's own business.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from adrun import visual
+from adrun.evaluation import TestOutputs, compute_metrics
+
+EXTREMES = 8  # the test grid shows this many most and as many least anomalous samples
+
+
+class AnomalyModule(pl.LightningModule):
+    trainer_overrides: dict = {}  # Trainer arguments a method needs (e.g. {"inference_mode": False})
+
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The method's reconstruction of `images`, where it has one (shown beside the score map)."""
+        return None
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        scores, _ = self.score(batch)
+        self.log("val/score_mean", scores.mean(), batch_size=len(scores))
+
+    def on_test_epoch_start(self) -> None:
+        self._collected: list[dict[str, torch.Tensor]] = []
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        scores, maps = self.score(batch)
+        row = {"index": batch["index"], "labels": batch["label"], "scores": scores.float()}
+        if self.trainer.datamodule.has_masks:
+            row |= {"maps": maps.float(), "masks": batch["mask"]}
+        self._collected.append({key: value.detach().cpu() for key, value in row.items()})
+
+    def on_test_epoch_end(self) -> None:
+        columns = {key: torch.cat([row[key] for row in self._collected]) for key in self._collected[0]}
+        order = columns["index"].argsort()
+        self.test_outputs = TestOutputs(**{key: value[order] for key, value in columns.items()})
+        self._collected = []
+        self.test_metrics = compute_metrics(self.test_outputs)
+        self.log_dict({f"test/{key}": value for key, value in self.test_metrics.items()})
+        if isinstance(self.logger, TensorBoardLogger):
+            self.log_test_figures(self.logger.experiment, self.test_outputs)
+
+    def log_test_figures(self, writer, outputs: TestOutputs) -> None:
+        """The most and least anomalous test samples as a grid, and the PR curve."""
+        order = outputs.scores.argsort(descending=True)
+        chosen = order if len(order) <= 2 * EXTREMES else torch.cat([order[:EXTREMES], order[-EXTREMES:]])
+        batch = self.trainer.datamodule.test_set.__getitems__(outputs.index[chosen].tolist())
+        batch = {key: value.to(self.device) for key, value in batch.items()}
+        _, maps = self.score(batch)
+        grid = visual.extremes_grid(batch["image"], self.reconstruct(batch["image"]), maps.float(), batch["mask"])
+        writer.add_image("test/most_and_least_anomalous", grid, self.global_step)
+        writer.add_pr_curve("test/pr_curve", outputs.labels, visual.rank_scaled(outputs.scores), self.global_step)

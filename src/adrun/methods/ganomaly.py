@@ -1,0 +1,163 @@
+"""GANomaly (Akcay, Atapour-Abarghouei & Breckon, ACCV 2018, arXiv 1805.06725).
+
+Generator: encoder G_E maps x to z, decoder G_D maps z to x̂, a second encoder E maps x̂ to ẑ. Discriminator D is the
+encoder architecture with a one-logit head; f(·) is its last feature map. Trained on normal images only with
+
+    L_adv = ‖f(x) − f(x̂)‖₂          (Eq. 2, feature matching on D's features, not on D's output)
+    L_con = ‖x − x̂‖₁                (Eq. 3)
+    L_enc = ‖G_E(x) − E(x̂)‖₂        (Eq. 4)
+    L_G   = w_adv·L_adv + w_con·L_con + w_enc·L_enc,   w = (1, 50, 1)   (Eq. 5)
+
+and D by binary cross-entropy, real x → 1, x̂ → 0, halved; D is re-initialised when its loss falls below 1e-5.
+Choice (the paper writes norms, the official code means): the norms are taken as the official code computes them —
+L_adv and L_enc as mean squared errors, L_con as the mean absolute error — because the weights (1, 50, 1) were set
+for those means.
+
+Score (Eq. 7): A(x) = ‖G_E(x) − E(G(x))‖₁ (`score_norm: l1`); `score_norm: mse` gives the official code's mean of
+squares instead. The official code also min–max scales the scores over the test set; that changes no ranking and uses
+the test set, so it is not done. Score map: |x − x̂| averaged over channels.
+
+BatchNorm at test time: `test_batchnorm: eval` uses running statistics (inductive). The official code scores with
+BatchNorm in training mode, i.e. with each test batch's own statistics; `test_batchnorm: train` reproduces that. It is
+transductive (a sample's score depends on its batch mates) and is offered only for comparison with published numbers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adrun.errors import UserError
+from adrun.methods.base import AnomalyModule
+from adrun.nets.dcgan import Decoder, Discriminator, Encoder, init_dcgan_weights
+
+
+class Generator(nn.Module):
+    """x → (x̂, z, ẑ): encoder G_E, decoder G_D, encoder E."""
+
+    def __init__(self, image_size: int, channels: int, nz: int, width: int):
+        super().__init__()
+        self.encoder = Encoder(image_size, channels, nz, width)
+        self.decoder = Decoder(image_size, channels, nz, width)
+        self.reencoder = Encoder(image_size, channels, nz, width)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        x_hat = self.decoder(z)
+        return x_hat, z, self.reencoder(x_hat)
+
+
+@contextmanager
+def batch_statistics(module: nn.Module):
+    """BatchNorm layers normalise with the current batch's statistics and leave their running averages untouched."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in norms]
+    for m in norms:
+        m.train()
+        m.momentum = 0.0  # running = (1 − 0)·running + 0·batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (training, momentum) in zip(norms, saved, strict=True):
+            m.train(training)
+            m.momentum = momentum
+
+
+class GANomaly(AnomalyModule):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        nz: int = 100,
+        ngf: int = 64,
+        ndf: int = 64,
+        w_adv: float = 1.0,
+        w_con: float = 50.0,
+        w_enc: float = 1.0,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        epochs: int = 15,
+        d_reinit_below: float = 1e-5,
+        score_norm: str = "l1",
+        test_batchnorm: str = "eval",
+    ):
+        super().__init__()
+        if score_norm not in ("l1", "mse"):
+            raise UserError(f"method.score_norm must be l1 (the paper) or mse (the official code), got {score_norm!r}")
+        if test_batchnorm not in ("eval", "train"):
+            raise UserError(f"method.test_batchnorm must be eval or train, got {test_batchnorm!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # two players, two optimisers, stepped in the paper's order
+        self.generator = Generator(image_size, channels, nz, ngf)
+        self.discriminator = Discriminator(image_size, channels, ndf)
+
+    def generator_losses(
+        self, x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, z_hat: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """L_adv, L_con, L_enc (Eqs. 2–4) and their weighted sum L_G (Eq. 5)."""
+        _, features_real = self.discriminator(x)
+        _, features_fake = self.discriminator(x_hat)
+        adv = F.mse_loss(features_fake, features_real)
+        con = F.l1_loss(x_hat, x)
+        enc = F.mse_loss(z_hat, z)
+        h = self.hparams
+        return {"loss_g": h.w_adv * adv + h.w_con * con + h.w_enc * enc, "adv": adv, "con": con, "enc": enc}
+
+    def discriminator_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """BCE with real → 1 and reconstructions → 0, averaged over the two halves."""
+        real, _ = self.discriminator(x)
+        fake, _ = self.discriminator(x_hat.detach())
+        return 0.5 * (
+            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        )
+
+    def update(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
+        """One training step on a batch of normal images: G first, then D on the same x̂ (the official order)."""
+        x_hat, z, z_hat = self.generator(x)
+        losses = self.generator_losses(x, x_hat, z, z_hat)
+        opt_g.zero_grad()
+        backward(losses["loss_g"])
+        opt_g.step()
+        loss_d = self.discriminator_loss(x, x_hat)
+        opt_d.zero_grad()
+        backward(loss_d)
+        opt_d.step()
+        if loss_d.item() < self.hparams.d_reinit_below:
+            init_dcgan_weights(self.discriminator)
+        return losses | {"loss_d": loss_d}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        losses = self.update(batch["image"], opt_g, opt_d, self.manual_backward)
+        size = len(batch["image"])
+        self.log_dict({f"train/{k}": losses[k].detach() for k in ("loss_g", "loss_d")}, prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}": losses[k].detach() for k in ("adv", "con", "enc")}, batch_size=size)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        betas = (h.beta1, h.beta2)
+        return (
+            torch.optim.Adam(self.generator.parameters(), lr=h.lr, betas=betas),
+            torch.optim.Adam(self.discriminator.parameters(), lr=h.lr, betas=betas),
+        )
+
+    def forward_generator(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The generator at test time, with the BatchNorm mode `test_batchnorm` chooses."""
+        transductive = self.hparams.test_batchnorm == "train"
+        with batch_statistics(self.generator) if transductive else nullcontext():
+            return self.generator(x)
+
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = batch["image"]
+        x_hat, z, z_hat = self.forward_generator(x)
+        gap = (z - z_hat).flatten(1)
+        scores = gap.abs().sum(1) if self.hparams.score_norm == "l1" else gap.pow(2).mean(1)
+        return scores, (x - x_hat).abs().mean(1, keepdim=True)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_generator(images)[0]

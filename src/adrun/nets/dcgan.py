@@ -1,0 +1,78 @@
+"""DCGAN building blocks (Radford et al. 2016) in the form GANomaly's and AnoGAN's code use them.
+
+Encoder: 4×4 stride-2 convolutions halving the image down to 4×4 (BatchNorm + LeakyReLU 0.2, none on the first),
+then a 4×4 valid convolution to `nz` channels at 1×1. Decoder: the mirror image with transposed convolutions, ReLU,
+and a tanh output. The width doubles at every halving, starting at `width` on the first layer.
+"""
+
+import torch
+from torch import nn
+
+from adrun.errors import UserError
+
+
+def check_image_size(image_size: int) -> None:
+    if image_size < 16 or image_size & (image_size - 1):
+        raise UserError(f"image size {image_size} is not a power of two ≥ 16; set data.image_size to 16, 32, 64, …")
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """Convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0 (DCGAN, and GANomaly's official code)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Encoder(nn.Sequential):
+    """[B, C, S, S] → [B, nz, 1, 1]."""
+
+    def __init__(self, image_size: int, channels: int, nz: int, width: int = 64):
+        check_image_size(image_size)
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        size, ch = image_size // 2, width
+        while size > 4:
+            layers += [
+                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            size, ch = size // 2, ch * 2
+        layers.append(nn.Conv2d(ch, nz, 4, 1, 0, bias=False))
+        super().__init__(*layers)
+        init_dcgan_weights(self)
+
+
+class Decoder(nn.Sequential):
+    """[B, nz, 1, 1] → [B, C, S, S] in [-1, 1]."""
+
+    def __init__(self, image_size: int, channels: int, nz: int, width: int = 64):
+        check_image_size(image_size)
+        ch = width * image_size // 8  # the encoder's width at 4×4
+        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
+        size = 4
+        while size < image_size // 2:
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            size, ch = size * 2, ch // 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        super().__init__(*layers)
+        init_dcgan_weights(self)
+
+
+class Discriminator(nn.Module):
+    """The encoder with one output: returns (logit [B], f(x)), f being the last feature map before the head.
+
+    The paper's D ends in a sigmoid; we return the logit and apply the sigmoid inside the loss
+    (`binary_cross_entropy_with_logits`), which is the same function, stable, and safe under mixed precision.
+    """
+
+    def __init__(self, image_size: int, channels: int, width: int = 64):
+        super().__init__()
+        encoder = Encoder(image_size, channels, 1, width)
+        self.features, self.head = nn.Sequential(*list(encoder)[:-1]), encoder[-1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(x)
+        return self.head(features).flatten(), features

@@ -1,0 +1,49 @@
+"""Pictures of a test pass: score maps as heat maps, a grid of the most and least anomalous samples, a PR curve."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.utils import make_grid
+
+# An "inferno"-like ramp: black → purple → red → orange → pale yellow, linearly interpolated.
+HEAT_STOPS = torch.tensor(
+    [[0.0, 0.0, 0.02], [0.34, 0.06, 0.43], [0.73, 0.21, 0.33], [0.98, 0.55, 0.04], [0.99, 1.0, 0.64]]
+)
+
+
+def heat(maps: torch.Tensor) -> torch.Tensor:
+    """[N, 1, H, W] values in [0, 1] → [N, 3, H, W] RGB colours of the heat ramp."""
+    position = maps.clamp(0, 1).squeeze(1) * (len(HEAT_STOPS) - 1)
+    low = position.floor().long().clamp(max=len(HEAT_STOPS) - 2)
+    t = (position - low).unsqueeze(-1)
+    rgb = HEAT_STOPS[low] * (1 - t) + HEAT_STOPS[low + 1] * t
+    return rgb.permute(0, 3, 1, 2)
+
+
+def to_rgb01(images: torch.Tensor) -> torch.Tensor:
+    """Model-range images [-1, 1] with 1 or 3 channels → RGB in [0, 1]."""
+    images = ((images + 1) / 2).clamp(0, 1)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def extremes_grid(
+    images: torch.Tensor, reconstructions: torch.Tensor | None, maps: torch.Tensor, masks: torch.Tensor
+) -> torch.Tensor:
+    """One row per sample: input | reconstruction (if the method has one) | score map | mask.
+
+    The maps share one colour scale (min to max over the rows shown), so rows can be compared with each other.
+    """
+    lo, hi = maps.min(), maps.max()
+    columns = [to_rgb01(images)]
+    if reconstructions is not None:
+        columns.append(to_rgb01(reconstructions))
+    columns += [heat((maps - lo) / (hi - lo).clamp_min(1e-12)), masks.expand(-1, 3, -1, -1)]
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: sample by sample
+    return make_grid(tiles.float().cpu(), nrow=len(columns), padding=2, pad_value=1.0)
+
+
+def rank_scaled(scores: torch.Tensor) -> torch.Tensor:
+    """Scores mapped to [0, 1] by rank, for TensorBoard's PR curve (which bins in [0, 1]); the order is unchanged."""
+    ranks = torch.empty_like(scores, dtype=torch.float64)
+    ranks[torch.argsort(scores)] = torch.arange(len(scores), dtype=torch.float64)
+    return ranks / max(len(scores) - 1, 1)

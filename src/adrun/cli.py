@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -58,6 +59,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    if not isinstance(cfg.seed, int):
+        raise UserError(f"seed must be an integer, got {cfg.seed!r}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -132,7 +135,7 @@ def one_line(error: BaseException) -> str | None:
         MissingConfigException,
         OverrideParseException,
     )
-    from omegaconf.errors import ConfigKeyError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     cause: BaseException | None = error
     while cause is not None:
@@ -143,30 +146,43 @@ def one_line(error: BaseException) -> str | None:
         group, name = error.missing_cfg_file.split("/", 1)
         options = ", ".join(error.options or [])
         return f"unknown {group} '{name}'; choose one of: {options}"
-    if isinstance(error, ConfigCompositionException) and isinstance(error.__cause__, ConfigKeyError):
+    if isinstance(error, ConfigCompositionException) and isinstance(
+        error.__cause__, ConfigKeyError | ConfigAttributeError
+    ):
         key_error = error.__cause__
         known = list(key_error.parent_node.keys()) if key_error.parent_node is not None else []
         close = difflib.get_close_matches(str(key_error.key), [str(k) for k in known], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        parent = str(key_error.full_key).rpartition(".")[0]
+        hint = f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
         return f"unknown key '{key_error.full_key}'{hint}; `adrun --cfg job` lists every key"
     if isinstance(error, ConfigCompositionException | OverrideParseException | InstantiationException):
         return " ".join(str(error).split())
     return None
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
-
-
-def main() -> None:
-    hydra_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to be reported in one line
+@contextmanager
+def user_errors_in_one_line(full_errors: bool):
+    """Errors the user can fix leave as one line on stderr and exit status 2; others propagate untouched."""
     try:
-        hydra_main()
+        yield
     except Exception as error:
-        message = None if hydra_full_error else one_line(error)
+        message = None if full_errors else one_line(error)
         if message is None:
             raise
         print(f"adrun: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+FULL_ERRORS = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hydra's full report
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors_in_one_line(FULL_ERRORS):  # here too, before Hydra's job runner adds its own line
+        run(cfg)
+
+
+def main() -> None:
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to be reported in one line
+    with user_errors_in_one_line(FULL_ERRORS):
+        hydra_main()

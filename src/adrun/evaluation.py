@@ -40,6 +40,11 @@ class TestOutputs:
     masks: torch.Tensor | None = None  # float [N, 1, H, W]
 
 
+def auroc(scores: torch.Tensor, target: torch.Tensor) -> float:
+    """torchmetrics' AUROC, clipped to [0, 1]: its float32 trapezoid can overshoot 1 by an ulp on millions of pixels."""
+    return min(max(binary_auroc(scores.double(), target).item(), 0.0), 1.0)
+
+
 def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Image AUROC, average precision, F1 at the best threshold, and the equal error rate."""
     if labels.min() == labels.max():
@@ -49,7 +54,7 @@ def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
     fpr, tpr, _ = binary_roc(scores, labels)
     return {
-        "image_auroc": binary_auroc(scores, labels).item(),
+        "image_auroc": auroc(scores, labels),
         "image_ap": binary_average_precision(scores, labels).item(),
         "image_f1": f1.max().item(),
         "image_eer": equal_error_rate(fpr, tpr),
@@ -110,7 +115,7 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
     target = (masks.flatten() > 0.5).long()
     if target.min() == target.max():
         return {"pixel_auroc": math.nan, "pixel_aupro": math.nan}
-    return {"pixel_auroc": binary_auroc(maps.flatten(), target).item(), "pixel_aupro": aupro(maps, masks)}
+    return {"pixel_auroc": auroc(maps.flatten(), target), "pixel_aupro": aupro(maps, masks)}
 
 
 def compute_metrics(outputs: TestOutputs) -> dict[str, float]:

@@ -1,0 +1,27 @@
+"""Shared test helpers: compose adrun's real config exactly as the CLI does, with overrides."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from adrun.cli import config_dir
+
+TINY = ["data=synthetic", "data.image_size=16", "method.epochs=1", "data.batch_size=8", "trainer.log_every_n_steps=1"]
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path):
+    """A whole run (synthetic data, 16 px, one epoch) in tmp_path; returns (results, run_dir)."""
+    from adrun.cli import run
+
+    def go(*overrides: str):
+        run_dir = tmp_path / "run"
+        return run(composed(*TINY, *overrides), run_dir=run_dir), run_dir
+
+    return go

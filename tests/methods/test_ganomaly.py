@@ -1,0 +1,128 @@
+"""GANomaly's losses and score equal the paper's equations (with the documented mean reductions) on hand-made tensors."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from adrun.errors import UserError
+from adrun.methods.ganomaly import GANomaly, batch_statistics
+
+
+class IdentityCritic(nn.Module):
+    """A stand-in D whose feature map is its input and whose logit is a fixed value per image."""
+
+    def __init__(self, logit: float = 0.0):
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x):
+        return torch.full((x.shape[0],), self.logit), x
+
+
+class FixedGenerator(nn.Module):
+    def __init__(self, x_hat, z, z_hat):
+        super().__init__()
+        self.out = (x_hat, z, z_hat)
+
+    def forward(self, x):
+        return self.out
+
+
+def tiny(**kwargs):
+    return GANomaly(image_size=16, channels=1, nz=4, ngf=4, ndf=4, **kwargs)
+
+
+def test_generator_loss_is_eq5_with_the_papers_weights():
+    model = tiny()
+    model.discriminator = IdentityCritic()
+    x, x_hat = torch.zeros(2, 1, 16, 16), torch.full((2, 1, 16, 16), 0.5)
+    z, z_hat = torch.zeros(2, 4, 1, 1), torch.full((2, 4, 1, 1), 2.0)
+    losses = model.generator_losses(x, x_hat, z, z_hat)
+    assert losses["adv"].item() == pytest.approx(0.25)  # mean (f(x) − f(x̂))², f = identity here
+    assert losses["con"].item() == pytest.approx(0.5)  # mean |x − x̂|
+    assert losses["enc"].item() == pytest.approx(4.0)  # mean (z − ẑ)²
+    assert losses["loss_g"].item() == pytest.approx(1 * 0.25 + 50 * 0.5 + 1 * 4.0)
+
+
+def test_discriminator_loss_is_halved_bce_real_one_fake_zero():
+    model = tiny()
+    model.discriminator = IdentityCritic(logit=1.5)
+    x = torch.zeros(3, 1, 16, 16)
+    sigmoid = 1 / (1 + math.exp(-1.5))
+    expected = 0.5 * (-math.log(sigmoid) - math.log(1 - sigmoid))
+    assert model.discriminator_loss(x, x).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("norm", "expected"), [("l1", [4 * 2.0, 4 * 1.0]), ("mse", [4.0, 1.0])])
+def test_score_is_the_latent_gap(norm, expected):
+    model = tiny(score_norm=norm).eval()
+    x = torch.zeros(2, 1, 16, 16)
+    x_hat = torch.zeros(2, 1, 16, 16)
+    x_hat[0, 0, 3, 5] = 0.8
+    z = torch.zeros(2, 4, 1, 1)
+    z_hat = torch.stack([torch.full((4, 1, 1), 2.0), torch.full((4, 1, 1), -1.0)])
+    model.generator = FixedGenerator(x_hat, z, z_hat)
+    scores, maps = model.score({"image": x})
+    assert scores.tolist() == pytest.approx(expected)  # l1: ‖z − ẑ‖₁ (Eq. 7); mse: the official code's mean square
+    assert maps.shape == (2, 1, 16, 16)
+    assert maps[0, 0, 3, 5].item() == pytest.approx(0.8) and maps.sum().item() == pytest.approx(0.8)
+
+
+def test_discriminator_is_reinitialised_when_its_loss_collapses():
+    x = torch.randn(4, 1, 16, 16)
+    for threshold, changed in ((0.0, False), (1e9, True)):
+        torch.manual_seed(0)
+        model = tiny(lr=0.0, d_reinit_below=threshold)
+        before = [p.clone() for p in model.discriminator.parameters()]
+        opt_g, opt_d = model.configure_optimizers()
+        model.update(x, opt_g, opt_d, lambda loss: loss.backward())
+        after = list(model.discriminator.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)) == changed
+
+
+def test_training_step_moves_both_players():
+    torch.manual_seed(0)
+    model = tiny()
+    opt_g, opt_d = model.configure_optimizers()
+    g0 = [p.clone() for p in model.generator.parameters()]
+    d0 = [p.clone() for p in model.discriminator.parameters()]
+    losses = model.update(torch.randn(4, 1, 16, 16), opt_g, opt_d, lambda loss: loss.backward())
+    assert set(losses) == {"loss_g", "adv", "con", "enc", "loss_d"}
+    assert all(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters(), strict=True))
+
+
+def test_transductive_batchnorm_uses_batch_statistics_without_touching_running_ones():
+    torch.manual_seed(0)
+    model = tiny(test_batchnorm="train").eval()
+    running = [b.clone() for name, b in model.generator.named_buffers() if "running" in name]
+    x = torch.randn(6, 1, 16, 16)
+    alone = model.score({"image": x[:3]})[0]
+    together = model.score({"image": x})[0][:3]
+    assert not torch.allclose(alone, together), "batch statistics make a score depend on its batch mates"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(running, [b for n, b in model.generator.named_buffers() if "running" in n], strict=True)
+    )
+    inductive = tiny().eval()
+    inductive.load_state_dict(model.state_dict())
+    assert torch.allclose(inductive.score({"image": x[:3]})[0], inductive.score({"image": x})[0][:3], atol=1e-5)
+    with batch_statistics(model.generator):
+        assert all(m.training for m in model.generator.modules() if isinstance(m, nn.BatchNorm2d))
+    assert not any(m.training for m in model.generator.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("size", [8, 24, 48])
+def test_sizes_that_are_not_a_power_of_two_at_least_16_are_refused(size):
+    with pytest.raises(UserError, match="power of two"):
+        GANomaly(image_size=size, channels=1)
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_any_power_of_two_size_and_both_channel_counts(size):
+    for channels in (1, 3):
+        model = GANomaly(image_size=size, channels=channels, nz=8, ngf=4, ndf=4).eval()
+        scores, maps = model.score({"image": torch.randn(2, channels, size, size)})
+        assert scores.shape == (2,) and maps.shape == (2, 1, size, size)

@@ -1,0 +1,100 @@
+"""The metrics agree with direct computations from their definitions on known inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from adrun.evaluation import PRO_MAX_FPR, aupro, image_metrics, pixel_metrics
+
+
+def pairwise_auroc(scores, labels):
+    """P(score of an anomaly > score of a normal), ties counting half: AUROC's definition."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    greater = (pos[:, None] > neg[None, :]).double().mean()
+    ties = (pos[:, None] == neg[None, :]).double().mean()
+    return (greater + 0.5 * ties).item()
+
+
+def brute_f1(scores, labels):
+    best = 0.0
+    for t in scores.unique():
+        predicted = scores >= t
+        tp = (predicted & (labels == 1)).sum().item()
+        fp = (predicted & (labels == 0)).sum().item()
+        fn = (~predicted & (labels == 1)).sum().item()
+        best = max(best, 2 * tp / (2 * tp + fp + fn))
+    return best
+
+
+def test_image_metrics_match_their_definitions():
+    generator = torch.Generator().manual_seed(0)
+    labels = (torch.rand(300, generator=generator) < 0.3).long()
+    scores = torch.randn(300, generator=generator) + labels * 1.2
+    scores[:20] = scores[20:40]  # some ties
+    metrics = image_metrics(scores, labels)
+    assert metrics["image_auroc"] == pytest.approx(pairwise_auroc(scores, labels), abs=1e-6)
+    assert metrics["image_f1"] == pytest.approx(brute_f1(scores, labels), abs=1e-6)
+    assert 0 < metrics["image_eer"] < 0.5
+
+
+def test_perfect_and_inverted_scores():
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    good = image_metrics(torch.tensor([0.1, 0.2, 0.3, 0.8, 0.9]), labels)
+    assert good["image_auroc"] == 1.0 and good["image_f1"] == 1.0 and good["image_eer"] == 0.0
+    assert image_metrics(torch.tensor([0.9, 0.8, 0.7, 0.1, 0.2]), labels)["image_auroc"] == 0.0
+
+
+def test_equal_error_rate_on_a_known_case():
+    # normals score 0..9, anomalies 5..14. At threshold 8 (score ≥ t is flagged): FPR 2/10, miss rate 3/10; at 7:
+    # FPR 3/10, miss 2/10. The rates cross halfway between those two ROC points: EER = 0.25.
+    scores = torch.cat([torch.arange(10.0), torch.arange(5.0, 15.0)])
+    labels = torch.cat([torch.zeros(10), torch.ones(10)]).long()
+    assert image_metrics(scores, labels)["image_eer"] == pytest.approx(0.25)
+
+
+def test_one_class_test_sets_give_nan_not_a_number_that_looks_real():
+    metrics = image_metrics(torch.rand(5), torch.zeros(5, dtype=torch.long))
+    assert all(math.isnan(v) for v in metrics.values())
+
+
+def brute_aupro(maps, masks, max_fpr):
+    """PRO and FPR at every distinct threshold, from their definitions, then the trapezoid up to max_fpr."""
+    regions = []
+    for i in range(len(masks)):
+        labelled, n = ndimage.label(masks[i, 0].numpy() > 0.5, structure=np.ones((3, 3)))
+        regions += [(i, torch.from_numpy(labelled == r)) for r in range(1, n + 1)]
+    normal = masks[:, 0] < 0.5
+    points = [(0.0, 0.0)]
+    for t in sorted(maps.unique().tolist(), reverse=True):
+        hit = maps[:, 0] >= t
+        fpr = (hit & normal).sum().item() / normal.sum().item()
+        pro = sum((hit[i] & region).sum().item() / region.sum().item() for i, region in regions) / len(regions)
+        points.append((fpr, pro))
+    fprs, pros = map(np.array, zip(*points, strict=True))
+    k = int((fprs <= max_fpr).sum())
+    if k < len(fprs):
+        t = (max_fpr - fprs[k - 1]) / (fprs[k] - fprs[k - 1])
+        fprs = np.append(fprs[:k], max_fpr)
+        pros = np.append(pros[:k], pros[k - 1] + t * (pros[k] - pros[k - 1]))
+    return np.trapezoid(pros, fprs) / max_fpr
+
+
+def test_aupro_matches_its_definition():
+    generator = torch.Generator().manual_seed(1)
+    masks = torch.zeros(3, 1, 12, 12)
+    masks[0, 0, 2:5, 2:5] = 1  # two regions of different size in image 0
+    masks[0, 0, 8:12, 6:12] = 1
+    masks[2, 0, 5:7, 1:3] = 1  # one in image 2; image 1 is normal
+    maps = (torch.rand(3, 1, 12, 12, generator=generator) + masks * 0.6).round(decimals=2)  # ties included
+    assert aupro(maps, masks) == pytest.approx(brute_aupro(maps, masks, PRO_MAX_FPR), abs=1e-9)
+
+
+def test_pixel_metrics_of_a_perfect_map():
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[1, 0, 2:4, 2:4] = 1
+    metrics = pixel_metrics(masks * 2 + 0.5, masks)
+    assert metrics["pixel_auroc"] == 1.0
+    assert metrics["pixel_aupro"] == pytest.approx(1.0)

@@ -1,0 +1,64 @@
+"""A whole tiny run (synthetic data, 1 epoch) writes every artefact, and TensorBoard holds every kind of record."""
+
+import csv
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+EVERYTHING = {"images": 0, "scalars": 0, "tensors": 0}  # 0 = keep every record
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from adrun.cli import run
+    from tests.conftest import TINY, composed
+
+    run_dir = tmp_path_factory.mktemp("run")
+    return run(composed(*TINY), run_dir=run_dir), run_dir
+
+
+def test_results_json(finished):
+    results, run_dir = finished
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results, default=str))
+    assert saved["status"] == "ok" and (saved["method"], saved["data"]) == ("ganomaly", "synthetic")
+    assert set(saved["metrics"]) == {"image_auroc", "image_ap", "image_f1", "image_eer", "pixel_auroc", "pixel_aupro"}
+    assert all(0 <= v <= 1 for v in saved["metrics"].values())
+    assert saved["counts"] == {"train": 43, "val": 5, "test": 32, "test_anomalous": 16}
+    timings = saved["timings"]
+    assert timings["fit_s"] > 0 and timings["train_images_per_s"] > 0 and timings["test_images_per_s"] > 0
+    assert saved["seed"] == 0 and saved["config"]["method"]["w_con"] == 50
+    assert {"torch", "pytorch-lightning", "hydra-core"} <= set(saved["versions"])
+
+
+def test_scores_csv_has_one_row_per_test_sample(finished):
+    _, run_dir = finished
+    rows = list(csv.DictReader((run_dir / "scores.csv").open()))
+    assert [int(r["index"]) for r in rows] == list(range(32))
+    assert all(r["id"].startswith("synthetic/test/") for r in rows)
+    assert sum(int(r["label"]) for r in rows) == 16 and all(float(r["score"]) >= 0 for r in rows)
+
+
+def test_checkpoint(finished):
+    _, run_dir = finished
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_size > 0
+
+
+def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
+    _, run_dir = finished
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance=EVERYTHING)
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss_g", "train/loss_d", "train/con", "val/score_mean", "test/image_auroc"} <= set(tags["scalars"])
+    assert {"test/pixel_auroc", "test/pixel_aupro"} <= set(tags["scalars"])
+    assert "test/most_and_least_anomalous" in tags["images"]
+    grid = events.Images("test/most_and_least_anomalous")[0]
+    assert grid.width == 4 * (16 + 2) + 2  # input | reconstruction | score map | mask, 16 px tiles, 2 px padding
+    assert "test/pr_curve" in events.PluginTagToContent("pr_curves")
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+    assert (
+        b"test/image_auroc" in hparams["_hparams_/experiment"]
+        and b"ganomaly" in hparams["_hparams_/session_start_info"]
+    )

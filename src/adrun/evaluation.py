@@ -160,7 +160,7 @@ def versions() -> dict[str, str]:
 
 
 def log_hparams(writer, hparams: dict, metrics: dict[str, float]) -> None:
-    """Write the HParams-tab record: these hyperparameters with the final `test/*` metrics (already logged as scalars)."""
+    """The HParams-tab record: these hyperparameters beside the final `test/*` metrics (already logged as scalars)."""
     experiment, session_start, session_end = hparams_summary(hparams, {f"test/{k}": v for k, v in metrics.items()})
     file_writer = writer._get_file_writer()
     for summary in (experiment, session_start, session_end):

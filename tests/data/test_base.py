@@ -64,7 +64,7 @@ def test_batch_contract_for_grey_and_rgb():
         module.setup()
         batch = next(iter(module.test_dataloader()))
         assert batch["image"].shape == (4, channels, 24, 24) and batch["image"].dtype == torch.float32
-        assert -1 <= batch["image"].min() and batch["image"].max() <= 1
+        assert batch["image"].min() >= -1 and batch["image"].max() <= 1
         assert batch["label"].dtype == torch.long and batch["index"].tolist() == [0, 1, 2, 3]
         assert batch["mask"].shape == (4, 1, 24, 24)
     assert module.has_masks

@@ -1,4 +1,4 @@
-"""GANomaly's losses and score equal the paper's equations (with the documented mean reductions) on hand-made tensors."""
+"""GANomaly's losses and score equal the paper's equations (with the documented reductions) on hand-made tensors."""
 
 import math
 

@@ -41,8 +41,9 @@ class MNIST(AnomalyDataModule):
             return self._link_flat(lambda f: self.root / f"{f}.gz")
         missing = next(f for f in FILES if not (self.root / f).is_file() and not (self.root / f"{f}.gz").is_file())
         raise UserError(
-            f"{self.name} not found: {self.root}/{missing}[.gz] is missing. Put the four IDX files ({', '.join(FILES)}, "
-            f"gzipped or not) in {self.root} (from {self.url}), set data.root, or set data.download=true"
+            f"{self.name} not found: {self.root}/{missing}[.gz] is missing. Put the four IDX files "
+            f"({', '.join(FILES)}, gzipped or not) in {self.root} (from {self.url}), "
+            "set data.root, or set data.download=true"
         )
 
     def _link_flat(self, source) -> Path:

@@ -6,6 +6,8 @@ the input's size; optionally `reconstruct(images)` for the pictures. Training is
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -17,7 +19,7 @@ EXTREMES = 8  # the test grid shows this many most and as many least anomalous s
 
 
 class AnomalyModule(pl.LightningModule):
-    trainer_overrides: dict = {}  # Trainer arguments a method needs (e.g. {"inference_mode": False})
+    trainer_overrides: ClassVar[dict] = {}  # Trainer arguments a method needs (e.g. {"inference_mode": False})
 
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

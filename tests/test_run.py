@@ -54,7 +54,8 @@ def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     assert {"test/pixel_auroc", "test/pixel_aupro"} <= set(tags["scalars"])
     assert "test/most_and_least_anomalous" in tags["images"]
     grid = events.Images("test/most_and_least_anomalous")[0]
-    assert grid.width == 4 * (16 + 2) + 2  # input | reconstruction | score map | mask, 16 px tiles, 2 px padding
+    # 8 most and 8 least anomalous samples, 16 px tiles with 2 px padding; rows: input, reconstruction, map, mask
+    assert (grid.width, grid.height) == (8 * (16 + 2) + 2, 2 * 4 * (16 + 2) + 2)
     assert "test/pr_curve" in events.PluginTagToContent("pr_curves")
     hparams = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)

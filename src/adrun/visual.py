@@ -27,19 +27,31 @@ def to_rgb01(images: torch.Tensor) -> torch.Tensor:
 
 
 def extremes_grid(
-    images: torch.Tensor, reconstructions: torch.Tensor | None, maps: torch.Tensor, masks: torch.Tensor
+    images: torch.Tensor,
+    reconstructions: torch.Tensor | None,
+    maps: torch.Tensor,
+    masks: torch.Tensor | None,
+    per_block: int,
 ) -> torch.Tensor:
-    """One row per sample: input | reconstruction (if the method has one) | score map | mask.
+    """Samples in blocks of `per_block` columns (the most anomalous first, then the least); each block's rows are
+    input | reconstruction (if the method has one) | score map | mask (if the data have masks).
 
-    The maps share one colour scale (min to max over the rows shown), so rows can be compared with each other.
+    The maps share one colour scale (min to max over everything shown), so samples can be compared with each other.
     """
     lo, hi = maps.min(), maps.max()
-    columns = [to_rgb01(images)]
+    rows = [to_rgb01(images)]
     if reconstructions is not None:
-        columns.append(to_rgb01(reconstructions))
-    columns += [heat((maps - lo) / (hi - lo).clamp_min(1e-12)), masks.expand(-1, 3, -1, -1)]
-    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: sample by sample
-    return make_grid(tiles.float().cpu(), nrow=len(columns), padding=2, pad_value=1.0)
+        rows.append(to_rgb01(reconstructions))
+    rows.append(heat((maps - lo) / (hi - lo).clamp_min(1e-12)))
+    if masks is not None:
+        rows.append(masks.expand(-1, 3, -1, -1))
+    tiles = []
+    for start in range(0, len(images), per_block):
+        for row in rows:
+            block = row[start : start + per_block]
+            blank = block.new_ones(per_block - len(block), *block.shape[1:])
+            tiles += [block, blank]
+    return make_grid(torch.cat(tiles).float().cpu(), nrow=per_block, padding=2, pad_value=1.0)
 
 
 def rank_scaled(scores: torch.Tensor) -> torch.Tensor:

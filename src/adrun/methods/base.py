@@ -55,10 +55,13 @@ class AnomalyModule(pl.LightningModule):
     def log_test_figures(self, writer, outputs: TestOutputs) -> None:
         """The most and least anomalous test samples as a grid, and the PR curve."""
         order = outputs.scores.argsort(descending=True)
-        chosen = order if len(order) <= 2 * EXTREMES else torch.cat([order[:EXTREMES], order[-EXTREMES:]])
-        batch = self.trainer.datamodule.test_set.__getitems__(outputs.index[chosen].tolist())
+        per_block = min(EXTREMES, (len(order) + 1) // 2)
+        chosen = torch.cat([order[:per_block], order[per_block:][-per_block:]])
+        datamodule = self.trainer.datamodule
+        batch = datamodule.test_set.__getitems__(outputs.index[chosen].tolist())
         batch = {key: value.to(self.device) for key, value in batch.items()}
         _, maps = self.score(batch)
-        grid = visual.extremes_grid(batch["image"], self.reconstruct(batch["image"]), maps.float(), batch["mask"])
+        masks = batch["mask"] if datamodule.has_masks else None
+        grid = visual.extremes_grid(batch["image"], self.reconstruct(batch["image"]), maps.float(), masks, per_block)
         writer.add_image("test/most_and_least_anomalous", grid, self.global_step)
         writer.add_pr_curve("test/pr_curve", outputs.labels, visual.rank_scaled(outputs.scores), self.global_step)

@@ -91,7 +91,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         "status": "ok",
         "method": method,
         "data": data,
-        "hardware": cfg.hardware.trainer.accelerator,
+        "hardware": HydraConfig.get().runtime.choices.hardware if hydra_run else cfg.hardware.trainer.accelerator,
         "seed": cfg.seed,
         "normal_class": OmegaConf.to_container(cfg.data).get("normal_class"),
         "metrics": {key: None if value != value else value for key, value in metrics.items()},  # NaN → null

@@ -40,6 +40,18 @@ def test_image_metrics_match_their_definitions():
     assert 0 < metrics["image_eer"] < 0.5
 
 
+def test_large_scores_are_not_squashed_into_ties():
+    # torchmetrics would read scores outside [0, 1] as logits: sigmoid(40) == sigmoid(90) == 1.0 in floating point.
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    scores = torch.tensor([40.0, 45.0, 80.0, 90.0, 85.0, 70.0])
+    metrics = image_metrics(scores, labels)
+    assert metrics["image_auroc"] == pytest.approx(pairwise_auroc(scores, labels)) == pytest.approx(7 / 9)
+    assert metrics["image_f1"] == pytest.approx(brute_f1(scores, labels))
+    masks = torch.zeros(1, 1, 2, 3)
+    masks[0, 0, 1] = 1  # pixels 90, 85, 70 anomalous against 40, 45, 80: 8 of 9 pairs ordered
+    assert pixel_metrics(scores.view(1, 1, 2, 3) * 10, masks)["pixel_auroc"] == pytest.approx(8 / 9)
+
+
 def test_perfect_and_inverted_scores():
     labels = torch.tensor([0, 0, 0, 1, 1])
     good = image_metrics(torch.tensor([0.1, 0.2, 0.3, 0.8, 0.9]), labels)

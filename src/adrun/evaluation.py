@@ -40,21 +40,31 @@ class TestOutputs:
     masks: torch.Tensor | None = None  # float [N, 1, H, W]
 
 
+def unit_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Scores mapped into [0, 1] by their dense rank: order and ties kept exactly, so every ranking metric is unchanged.
+
+    torchmetrics treats scores outside [0, 1] as logits and squashes them with a sigmoid, which turns large anomaly
+    scores (say 40 and 90) into the same 1.0 and ties them; ranks in [0, 1] pass through untouched.
+    """
+    distinct, rank = torch.unique(scores.flatten(), return_inverse=True)
+    return rank.double() / max(len(distinct) - 1, 1)
+
+
 def auroc(scores: torch.Tensor, target: torch.Tensor) -> float:
     """torchmetrics' AUROC, clipped to [0, 1]: its float32 trapezoid can overshoot 1 by an ulp on millions of pixels."""
-    return min(max(binary_auroc(scores.double(), target).item(), 0.0), 1.0)
+    return min(max(binary_auroc(unit_ranks(scores), target).item(), 0.0), 1.0)
 
 
 def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Image AUROC, average precision, F1 at the best threshold, and the equal error rate."""
     if labels.min() == labels.max():
         return dict.fromkeys(("image_auroc", "image_ap", "image_f1", "image_eer"), math.nan)
-    scores, labels = scores.double(), labels.long()
+    scores, labels = unit_ranks(scores), labels.long()
     precision, recall, _ = binary_precision_recall_curve(scores, labels)
     f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
     fpr, tpr, _ = binary_roc(scores, labels)
     return {
-        "image_auroc": auroc(scores, labels),
+        "image_auroc": auroc(scores, labels),  # ranks of ranks are the same ranks
         "image_ap": binary_average_precision(scores, labels).item(),
         "image_f1": f1.max().item(),
         "image_eer": equal_error_rate(fpr, tpr),

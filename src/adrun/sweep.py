@@ -68,11 +68,16 @@ def write_summary(sweep_dir: Path) -> list[dict]:
         out.writeheader()
         out.writerows(table)
 
+    shared = [c for c in columns if c not in {"job", *metric_keys} and len({str(r.get(c)) for r in table}) == 1]
+    shown = [c for c in columns if c not in shared]
+
     def write_md(f):
-        f.write("| " + " | ".join(columns) + " |\n")
-        f.write("|" + "---|" * len(columns) + "\n")
+        if shared:  # what every job has in common goes above the table, not in a column of repeats
+            f.write(" ".join(f"`{c}={table[0][c]}`" for c in shared) + "\n\n")
+        f.write("| " + " | ".join(shown) + " |\n")
+        f.write("|" + "---|" * len(shown) + "\n")
         for row in table:
-            f.write("| " + " | ".join(formatted(row.get(c)) for c in columns) + " |\n")
+            f.write("| " + " | ".join(formatted(row.get(c)) for c in shown) + " |\n")
 
     write_atomically(sweep_dir / "summary.csv", write_csv)
     write_atomically(sweep_dir / "summary.md", write_md)

@@ -52,10 +52,3 @@ def extremes_grid(
             blank = block.new_ones(per_block - len(block), *block.shape[1:])
             tiles += [block, blank]
     return make_grid(torch.cat(tiles).float().cpu(), nrow=per_block, padding=2, pad_value=1.0)
-
-
-def rank_scaled(scores: torch.Tensor) -> torch.Tensor:
-    """Scores mapped to [0, 1] by rank, for TensorBoard's PR curve (which bins in [0, 1]); the order is unchanged."""
-    ranks = torch.empty_like(scores, dtype=torch.float64)
-    ranks[torch.argsort(scores)] = torch.arange(len(scores), dtype=torch.float64)
-    return ranks / max(len(scores) - 1, 1)

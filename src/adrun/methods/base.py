@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from adrun import visual
-from adrun.evaluation import TestOutputs, compute_metrics
+from adrun.evaluation import TestOutputs, compute_metrics, unit_ranks
 
 EXTREMES = 8  # the test grid shows this many most and as many least anomalous samples
 
@@ -64,4 +64,4 @@ class AnomalyModule(pl.LightningModule):
         masks = batch["mask"] if datamodule.has_masks else None
         grid = visual.extremes_grid(batch["image"], self.reconstruct(batch["image"]), maps.float(), masks, per_block)
         writer.add_image("test/most_and_least_anomalous", grid, self.global_step)
-        writer.add_pr_curve("test/pr_curve", outputs.labels, visual.rank_scaled(outputs.scores), self.global_step)
+        writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), self.global_step)

@@ -8,7 +8,7 @@ from adrun.cli import config_dir
 from tests.conftest import composed
 
 GROUP_PACKAGE = {"method": "adrun.methods", "data": "adrun.data"}
-FILES = sorted((p.parent.name, p.stem) for p in config_dir().glob("*/*.yaml"))
+FILES = sorted((p.parent.name, p.stem) for p in config_dir().glob("*/*.yaml") if p.parent.name != "shared")
 
 
 def test_the_groups_exist():

@@ -65,6 +65,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = instantiate(cfg.method, image_size=datamodule.image_size, channels=datamodule.channels)
+    if not getattr(module, "uses_known_anomalies", False) and (dropped := datamodule.drop_known_anomalies()):
+        print(
+            f"note: {group_choice(cfg.method)} trains on normals only; {dropped} known anomalies left out of training"
+        )
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
     timer = Timer()
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True) | OmegaConf.to_container(

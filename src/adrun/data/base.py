@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -106,17 +107,42 @@ def resize(images: torch.Tensor, size: int, nearest: bool = False) -> torch.Tens
     return torch.cat(out)
 
 
-class AnomalyDataModule(pl.LightningDataModule):
-    """One-class protocol over a dataset's published train/test splits.
+def concat(a: Split, b: Split) -> Split:
+    masks = None if a.masks is None or b.masks is None else torch.cat([a.masks, b.masks])
+    return Split(torch.cat([a.images, b.images]), torch.cat([a.targets, b.targets]), a.ids + b.ids, masks)
 
-    normal_class: a class id or a list of them; those classes are normal, every other class anomalous.
-    Train = normal images of the training split (at most `train_subset` of them, class-stratified, seeded) minus a
-    `val_fraction` carved out as validation normals (for losses and calibration; test labels are never used for that).
-    Test = the test split with every class (at most `test_subset`, class-stratified, seeded).
+
+def take(split: Split, keep: torch.Tensor) -> Split:
+    masks = None if split.masks is None else split.masks[keep]
+    return Split(split.images[keep], split.targets[keep], [split.ids[i] for i in keep.tolist()], masks)
+
+
+class AnomalyDataModule(pl.LightningDataModule):
+    """The papers' protocols over a dataset's published train/test splits.
+
+    - one-vs-rest (`normal_class`: a class id or a list): those classes are normal, every other class anomalous.
+      Train = normal images of the training split; test = the whole test split.
+    - leave-one-out (`abnormal_class`: a class id; GANomaly's protocol, as its official code does it): every other class
+      is normal; the normals of both splits are pooled, shuffled by the seed and split 80/20 into train and test; every
+      abnormal image goes to test. `normal_class` is then ignored.
+    - `known_anomaly_classes` (semi-supervised, ADA): `known_anomaly_fraction` of those classes' training images join
+      the training set with label 1, and those classes leave the test set.
+    - `test_anomaly_fraction`: anomalies in the test set are subsampled (seeded, class-stratified) to this fraction.
+    - `noise_std`: additive Gaussian noise on every image, in units of the [0, 1] intensity range, drawn once (seeded).
+    Then: at most `train_subset` training normals (class-stratified, seeded), of which `val_fraction` are carved out as
+    validation normals (for losses and calibration; test labels are never used for that); at most `test_subset` test
+    images (class-stratified, seeded).
+
+    A dataset file implements `load_split(train)`; file-based ones set `cacheable` and `root` so the decoded split is
+    stored once per size and channel count (`adrun.data.cache`). Datasets whose classes are not peer categories (MVTec's
+    defect types, Ped2's frames) set `peer_classes = False`: leave-one-out and known anomalies make no sense there.
     """
 
     classes: tuple[str, ...] = ()
     has_masks: bool = False
+    cacheable: bool = False
+    peer_classes: bool = True
+    root: Path | None = None
 
     def __init__(
         self,
@@ -129,14 +155,37 @@ class AnomalyDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        abnormal_class: int | None = None,
+        known_anomaly_classes: Sequence[int] = (),
+        known_anomaly_fraction: float = 0.1,
+        test_anomaly_fraction: float | None = None,
+        noise_std: float = 0.0,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if channels not in (1, 3):
             raise UserError(f"data.channels must be 1 or 3, got {channels}")
         if not 0 <= val_fraction < 1:
             raise UserError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if test_anomaly_fraction is not None and not 0 < test_anomaly_fraction < 1:
+            raise UserError(f"data.test_anomaly_fraction must be in (0, 1), got {test_anomaly_fraction}")
+        if not self.peer_classes and (abnormal_class is not None or known_anomaly_classes):
+            raise UserError(
+                f"{self.name} cannot honour abnormal_class or known_anomaly_classes: its classes are not peer "
+                "categories (its training split holds normal images only); use normal_class"
+            )
         self.image_size, self.channels = int(image_size), int(channels)
+        self.abnormal_class = abnormal_class
+        if abnormal_class is not None:
+            self._check_classes(abnormal_class, key="abnormal_class")
+            normal_class = [c for c in range(len(self.classes)) if c != abnormal_class]
         self.normal_classes = self._check_classes(normal_class)
+        self.known_anomaly_classes = self._check_classes(known_anomaly_classes, key="known_anomaly_classes", empty=True)
+        if set(self.known_anomaly_classes) & set(self.normal_classes):
+            raise UserError("data.known_anomaly_classes must not include a normal class")
+        self.known_anomaly_fraction, self.test_anomaly_fraction = known_anomaly_fraction, test_anomaly_fraction
+        self.noise_std = noise_std
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "adrun"
         self.val_fraction, self.train_subset, self.test_subset = val_fraction, train_subset, test_subset
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set: ImageSet | None = None
@@ -151,40 +200,118 @@ class AnomalyDataModule(pl.LightningDataModule):
         """Decode the published training or test split. The one thing a dataset file implements."""
         raise NotImplementedError
 
-    def _check_classes(self, normal_class: int | Sequence[int]) -> tuple[int, ...]:
-        wanted = (normal_class,) if isinstance(normal_class, int) else tuple(normal_class)
+    def _check_classes(self, wanted, key: str = "normal_class", empty: bool = False) -> tuple[int, ...]:
+        wanted = (wanted,) if isinstance(wanted, int) else tuple(wanted)
         n = len(self.classes)
         for c in wanted:
             if not isinstance(c, int) or not 0 <= c < n:
                 names = ", ".join(f"{i}={name}" for i, name in enumerate(self.classes))
-                raise UserError(f"data.normal_class={c!r} is not a class of {self.name}; choose from {names}")
-        if not wanted or len(set(wanted)) == n:
-            raise UserError(f"data.normal_class must name at least one and not all of the {n} classes")
+                raise UserError(f"data.{key}={c!r} is not a class of {self.name}; choose from {names}")
+        if not empty and (not wanted or len(set(wanted)) == n):
+            raise UserError(f"data.{key} must name at least one and not all of the {n} classes")
         return tuple(sorted(set(wanted)))
+
+    def split(self, train: bool) -> Split:
+        """The decoded split, from the cache where the dataset is file-based."""
+        if not self.cacheable:
+            return self.load_split(train)
+        from adrun.data.cache import cached, fingerprint
+
+        key = {
+            "dataset": self.name,
+            "root": str(self.root.resolve()),
+            "train": train,
+            "size": self.image_size,
+            "channels": self.channels,
+            "identity": self.cache_identity(),
+            "files": fingerprint(self.root),
+        }
+        return Split(**cached(self.cache_dir, key, lambda: vars(self.load_split(train))))
+
+    def cache_identity(self) -> dict:
+        """What else selects the decoded files (a category, a sub-folder); part of the cache key."""
+        return {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.test_set is not None:
             return
         generator = torch.Generator().manual_seed(self.seed)
-        train = self.load_split(train=True)
-        normal = torch.isin(train.targets, torch.tensor(self.normal_classes))
-        pool = normal.nonzero().flatten()
+        train, test = self.split(train=True), self.split(train=False)
+        normal_ids = torch.tensor(self.normal_classes)
+        if self.abnormal_class is not None:
+            train, test = self._leave_one_out(train, test, normal_ids, generator)
+        pool = torch.isin(train.targets, normal_ids).nonzero().flatten()
         pool = pool[stratified_subset(train.targets[pool], self.train_subset, generator)]
         n_val = round(len(pool) * self.val_fraction)
         is_val = torch.zeros(len(pool), dtype=torch.bool)
         is_val[stratified_subset(train.targets[pool], n_val, generator)] = True
         if (~is_val).sum() < 2:
             raise UserError(f"{self.name} leaves {int((~is_val).sum())} training images; use more data or subsets")
-        self.train_set = self._image_set(train, pool[~is_val])
-        self.val_set = self._image_set(train, pool[is_val])
-        test = self.load_split(train=False)
-        self.test_set = self._image_set(test, stratified_subset(test.targets, self.test_subset, generator))
+        known = self._known_anomalies(train, generator)
+        self.train_set = self._image_set(train, torch.cat([pool[~is_val], known]), generator)
+        self.val_set = self._image_set(train, pool[is_val], generator)
+        keep = (
+            (~torch.isin(test.targets, torch.tensor(self.known_anomaly_classes, dtype=torch.long))).nonzero().flatten()
+        )
+        keep = keep[stratified_subset(test.targets[keep], self.test_subset, generator)]
+        if self.test_anomaly_fraction is not None:
+            keep = self._with_anomaly_fraction(test.targets, keep, normal_ids, generator)
+        self.test_set = self._image_set(test, keep, generator)
 
-    def _image_set(self, split: Split, keep: torch.Tensor) -> ImageSet:
+    def _leave_one_out(self, train: Split, test: Split, normal_ids: torch.Tensor, generator) -> tuple[Split, Split]:
+        pooled = concat(train, test)
+        is_normal = torch.isin(pooled.targets, normal_ids)
+        normals = is_normal.nonzero().flatten()
+        normals = normals[torch.randperm(len(normals), generator=generator)]
+        n_train = round(0.8 * len(normals))
+        test_keep = torch.cat([normals[n_train:], (~is_normal).nonzero().flatten()]).sort().values
+        return take(pooled, normals[:n_train].sort().values), take(pooled, test_keep)
+
+    def _known_anomalies(self, train: Split, generator) -> torch.Tensor:
+        """Indices of the training images of `known_anomaly_classes` given to training (label 1)."""
+        if not self.known_anomaly_classes:
+            return torch.zeros(0, dtype=torch.long)
+        members = torch.isin(train.targets, torch.tensor(self.known_anomaly_classes)).nonzero().flatten()
+        n = round(len(members) * self.known_anomaly_fraction)
+        if n == 0:
+            raise UserError(f"data.known_anomaly_classes={list(self.known_anomaly_classes)} gives no training image")
+        return members[stratified_subset(train.targets[members], n, generator)]
+
+    def _with_anomaly_fraction(self, targets, keep: torch.Tensor, normal_ids, generator) -> torch.Tensor:
+        is_normal = torch.isin(targets[keep], normal_ids)
+        normals, anomalies = keep[is_normal], keep[~is_normal]
+        f = self.test_anomaly_fraction
+        n = round(f * len(normals) / (1 - f))
+        if n > len(anomalies):
+            raise UserError(
+                f"data.test_anomaly_fraction={f} needs {n} test anomalies beside {len(normals)} normals, "
+                f"but {self.name} has {len(anomalies)}; lower it"
+            )
+        anomalies = anomalies[stratified_subset(targets[anomalies], n, generator)]
+        return torch.cat([normals, anomalies]).sort().values
+
+    def _image_set(self, split: Split, keep: torch.Tensor, generator: torch.Generator) -> ImageSet:
         images = resize(to_channels(split.images[keep], self.channels), self.image_size)
+        if self.noise_std:
+            noise = torch.randn(images.shape, generator=generator) * (self.noise_std * 255)
+            images = (images.float() + noise).round_().clamp_(0, 255).to(torch.uint8)
         masks = None if split.masks is None else resize(split.masks[keep], self.image_size, nearest=True)
         labels = (~torch.isin(split.targets[keep], torch.tensor(self.normal_classes))).long()
         return ImageSet(images, labels, masks, [split.ids[i] for i in keep.tolist()])
+
+    def drop_known_anomalies(self) -> int:
+        """Remove the labelled anomalies from the training set (for methods that cannot use them); returns how many."""
+        normal = (self.train_set.labels == 0).nonzero().flatten()
+        dropped = len(self.train_set) - len(normal)
+        if dropped:
+            s = self.train_set
+            self.train_set = ImageSet(
+                s.images[normal],
+                s.labels[normal],
+                None if s.masks is None else s.masks[normal],
+                [s.ids[i] for i in normal.tolist()],
+            )
+        return dropped
 
     def sample_id(self, index: int) -> str:
         """The file path or id of test sample `index` (the batch's `index`)."""

@@ -2,7 +2,7 @@
 
 `root` may hold the four files flat, as the publisher serves them (`train-images-idx3-ubyte.gz`, …, gzipped or not),
 or in torchvision's layout `<root>/MNIST/raw/` (what `download: true` writes). Flat gzipped files are unpacked once
-into torchvision's layout under `<cache_dir>`, since torchvision reads only that.
+into torchvision's layout under `cache_dir`, since torchvision reads only that.
 """
 
 from pathlib import Path
@@ -21,10 +21,9 @@ class MNIST(AnomalyDataModule):
     torchvision_class = torchvision.datasets.MNIST
     url = "http://yann.lecun.com/exdb/mnist/"
 
-    def __init__(self, root: str, download: bool = False, cache_dir: str | None = None, **kwargs):
+    def __init__(self, root: str, download: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.root, self.download = Path(root).expanduser(), download
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "adrun"
         if not download:
             self.torchvision_root()  # fail now, with the layout, rather than inside the training loop
 

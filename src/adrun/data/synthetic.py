@@ -38,6 +38,7 @@ def blobs(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
 class Synthetic(AnomalyDataModule):
     classes = ("texture", "blob")
     has_masks = True
+    peer_classes = False
 
     def __init__(self, n_train: int = 48, n_test: int = 32, **kwargs):
         super().__init__(**kwargs)

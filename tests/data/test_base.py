@@ -133,3 +133,22 @@ def test_a_missing_root_names_the_files_and_where_to_get_them(tmp_path):
         MNIST(root=str(tmp_path / "nowhere"), image_size=32, channels=1)
     message = str(error.value)
     assert "\n" not in message and FILES[0] in message and "yann.lecun.com" in message and "download" in message
+
+
+def test_fashion_mnist_end_to_end_on_its_fixture(tmp_path):
+    from adrun.cli import run
+    from tests.conftest import composed
+
+    write_mnist(tmp_path / "fmnist", n_train=120, n_test=40)
+    cfg = composed(
+        "data=fashion_mnist",
+        f"data.root={tmp_path / 'fmnist'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.image_size=16",
+        "method.epochs=1",
+        "data.batch_size=4",
+        "data.normal_class=2",
+    )
+    results = run(cfg, run_dir=tmp_path / "run")
+    assert results["counts"] == {"train": 11, "val": 1, "test": 40, "test_anomalous": 36}
+    assert 0 <= results["metrics"]["image_auroc"] <= 1 and (tmp_path / "run" / "results.json").is_file()

@@ -64,3 +64,14 @@ def test_protocol_keys_a_dataset_cannot_honour_are_refused():
         Digits(image_size=16, channels=1, abnormal_class=11)
     with pytest.raises(UserError, match="must not include a normal class"):
         Digits(image_size=16, channels=1, normal_class=2, known_anomaly_classes=[2])
+
+
+def test_a_method_without_use_for_known_anomalies_trains_on_normals_and_says_so(tmp_path, capsys):
+    from adrun.cli import run
+    from tests.conftest import composed
+
+    cfg = composed("data.image_size=16", "method.epochs=1", "data.known_anomaly_classes=[7]", "data.normal_class=0")
+    results = run(cfg, run_dir=tmp_path)
+    assert "known anomalies left out of training" in capsys.readouterr().out
+    normals_only = digits(normal_class=0)
+    assert results["counts"]["train"] == len(normals_only.train_set)

@@ -13,7 +13,12 @@ def adrun(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_help_lists_the_groups():
     out = adrun("--help")
     assert out.returncode == 0
-    assert "method: ganomaly" in out.stdout and "hardware: cpu, gpu" in out.stdout and "digits" in out.stdout
+    listing = out.stdout.split("== Config ==")[0].splitlines()
+    groups = dict(line.split(": ", 1) for line in listing if line.startswith(("method: ", "data: ", "hardware: ")))
+    assert "ganomaly" in groups["method"].split(", ") and groups["hardware"] == "cpu, gpu"
+    assert {"digits", "mnist", "fashion_mnist", "cifar10", "caltech256", "ped2", "mvtec", "oct", "folder"} <= set(
+        groups["data"].split(", ")
+    )
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides():
@@ -23,8 +28,8 @@ def test_cfg_job_prints_the_composed_config_with_overrides():
 
 
 BAD = {
-    "unknown method": (["method=foo"], "unknown method 'foo'; choose one of: ganomaly"),
-    "unknown dataset": (["data=bar"], "unknown data 'bar'; choose one of: digits"),
+    "unknown method": (["method=foo"], "unknown method 'foo'; choose one of: "),
+    "unknown dataset": (["data=bar"], "unknown data 'bar'; choose one of: caltech256, cifar10, digits"),
     "typo in a key": (["data.normal_clas=3"], "did you mean 'data.normal_class'?"),
     "size not a power of two": (["data.image_size=24"], "set data.image_size to 16, 32, 64"),
     "missing data root": (["data=mnist", "data.root=/nonexistent/mnist"], "/nonexistent/mnist/train-images-idx3-ubyte"),

@@ -63,6 +63,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         raise UserError(f"seed must be an integer, got {cfg.seed!r}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # downloads where asked, before setup reads the files
     datamodule.setup("fit")
     module = instantiate(cfg.method, image_size=datamodule.image_size, channels=datamodule.channels)
     if not getattr(module, "uses_known_anomalies", False) and (dropped := datamodule.drop_known_anomalies()):
@@ -97,7 +98,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         "data": data,
         "hardware": HydraConfig.get().runtime.choices.hardware if hydra_run else cfg.hardware.trainer.accelerator,
         "seed": cfg.seed,
-        "normal_class": OmegaConf.to_container(cfg.data).get("normal_class"),
+        "normal_class": list(datamodule.normal_classes),  # as the protocol resolved it (leave-one-out, Caltech)
+        "normal_class_names": [datamodule.classes[c] for c in datamodule.normal_classes],
         "metrics": {key: None if value != value else value for key, value in metrics.items()},  # NaN → null
         "counts": {
             "train": len(datamodule.train_set),
@@ -111,19 +113,19 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     evaluation.write_results(run_dir / "results.json", results)
-    evaluation.log_hparams(logger.experiment, hparams_of(cfg, method, data), metrics)
+    evaluation.log_hparams(logger.experiment, hparams_of(cfg, method, data, results["normal_class"]), metrics)
     logger.finalize("success")
     auroc = metrics["image_auroc"]
     print(
-        f"{method} on {data} (normal_class={results['normal_class']}): image AUROC {auroc:.4f} · "
+        f"{method} on {data} (normal: {', '.join(results['normal_class_names'])}): image AUROC {auroc:.4f} · "
         f"results in {run_dir} · view: tensorboard --logdir {run_dir / 'tb'}"
     )
     return results
 
 
-def hparams_of(cfg: DictConfig, method: str, data: str) -> dict:
+def hparams_of(cfg: DictConfig, method: str, data: str, normal_class: list[int]) -> dict:
     """What the HParams tab compares: the choices, the seed, the protocol, and the method's scalar hyperparameters."""
-    params = {"method": method, "data": data, "seed": cfg.seed, "normal_class": str(cfg.data.normal_class)}
+    params = {"method": method, "data": data, "seed": cfg.seed, "normal_class": str(normal_class)}
     params |= {"data.image_size": cfg.data.image_size, "data.train_subset": str(cfg.data.train_subset)}
     for key, value in OmegaConf.to_container(cfg.method, resolve=True).items():
         if key != "_target_" and isinstance(value, int | float | str | bool):

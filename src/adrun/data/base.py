@@ -28,7 +28,8 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as PIL's "L" conversion
 
 @dataclass
 class Split:
-    """One published split as decoded from disk, at the files' own size."""
+    """One published split as decoded (file-based datasets decode straight to the model's size; others may return
+    their native size, which the base resizes)."""
 
     images: torch.Tensor  # uint8 [N, C, h, w]
     targets: torch.Tensor  # long [N]: class id, an index into the datamodule's `classes`
@@ -136,12 +137,15 @@ class AnomalyDataModule(pl.LightningDataModule):
     A dataset file implements `load_split(train)`; file-based ones set `cacheable` and `root` so the decoded split is
     stored once per size and channel count (`adrun.data.cache`). Datasets whose classes are not peer categories (MVTec's
     defect types, Ped2's frames) set `peer_classes = False`: leave-one-out and known anomalies make no sense there.
+    Datasets whose training split holds normal images only (MVTec, Ped2, a user's folder) set `normals_only_training`:
+    class 0 is then the only possible normal class.
     """
 
     classes: tuple[str, ...] = ()
     has_masks: bool = False
     cacheable: bool = False
     peer_classes: bool = True
+    normals_only_training: bool = False
     root: Path | None = None
 
     def __init__(
@@ -180,6 +184,11 @@ class AnomalyDataModule(pl.LightningDataModule):
             self._check_classes(abnormal_class, key="abnormal_class")
             normal_class = [c for c in range(len(self.classes)) if c != abnormal_class]
         self.normal_classes = self._check_classes(normal_class)
+        if self.normals_only_training and self.normal_classes != (0,):
+            raise UserError(
+                f"data.normal_class must be 0 ({self.classes[0]}) for {self.name}: its training split holds only "
+                "normal images"
+            )
         self.known_anomaly_classes = self._check_classes(known_anomaly_classes, key="known_anomaly_classes", empty=True)
         if set(self.known_anomaly_classes) & set(self.normal_classes):
             raise UserError("data.known_anomaly_classes must not include a normal class")
@@ -224,13 +233,17 @@ class AnomalyDataModule(pl.LightningDataModule):
             "size": self.image_size,
             "channels": self.channels,
             "identity": self.cache_identity(),
-            "files": fingerprint(self.root),
+            "files": [fingerprint(folder) for folder in self.fingerprint_roots()],
         }
         return Split(**cached(self.cache_dir, key, lambda: vars(self.load_split(train))))
 
     def cache_identity(self) -> dict:
         """What else selects the decoded files (a category, a sub-folder); part of the cache key."""
         return {}
+
+    def fingerprint_roots(self) -> list[Path]:
+        """The folders whose files the cache must follow (default: root; narrower for one category of many)."""
+        return [self.root]
 
     def setup(self, stage: str | None = None) -> None:
         if self.test_set is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,22 @@ from PIL import Image, UnidentifiedImageError
 from adrun.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DECODE_THREADS = 8
+
+
+def visible(path: Path) -> bool:
+    """Not a hidden file (`._x.png`, the resource forks of data copied from macOS, fail to decode)."""
+    return not path.name.startswith(".")
 
 
 def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """The image files directly in `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    """The visible image files directly in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and visible(p) and p.suffix.lower() in suffixes)
+
+
+def list_dirs(folder: Path) -> list[Path]:
+    """The visible sub-folders of `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and visible(p))
 
 
 def decode(path: Path, size: int, channels: int, mask: bool = False) -> torch.Tensor:
@@ -36,7 +49,11 @@ def decode(path: Path, size: int, channels: int, mask: bool = False) -> torch.Te
 
 
 def decode_all(paths: Sequence[Path], size: int, channels: int, mask: bool = False) -> torch.Tensor:
-    """Many files → uint8 [N, C, size, size] (an empty tensor of that shape for no files)."""
+    """Many files → uint8 [N, C, size, size] (an empty tensor of that shape for no files).
+
+    Decoded by a thread pool: PIL releases the GIL while it decodes and resizes, so the cores work in parallel.
+    """
     if not paths:
         return torch.zeros(0, 1 if mask else channels, size, size, dtype=torch.uint8)
-    return torch.stack([decode(p, size, channels, mask) for p in paths])
+    with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, os.cpu_count() or 1)) as pool:
+        return torch.stack(list(pool.map(lambda p: decode(p, size, channels, mask), paths)))

@@ -1,0 +1,224 @@
+"""MVTec AD: the published PNG tree → classes, counts, labels, masks on the defects, channels, cache, errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import adrun.data.mvtec as mvtec
+from adrun.cli import run
+from adrun.data.mvtec import CATEGORIES, MVTecAD
+from adrun.errors import UserError
+from tests.conftest import composed
+
+SIZE = 40
+DEFECTS = {"broken_large": 3, "contamination": 2}  # test images per defect type
+N_TRAIN, N_GOOD_TEST = 12, 4
+COLOUR = (200, 120, 40)  # the RGB categories' background, to check channel order
+
+
+def square(i: int) -> tuple[int, int, int, int]:
+    """The defect's box (top, left, height, width) in image i: off the diagonal, so a transposed mask would miss it."""
+    top, left = 4 + 4 * (i % 3), 16 + 4 * (i % 2)
+    return top, left, 8, 12
+
+
+def write_image(path: Path, grey: bool, generator: np.random.Generator, box=None) -> None:
+    base = np.array([COLOUR[0]] if grey else COLOUR, dtype=np.float64) * 0.5  # background at most 100
+    pixels = base + generator.integers(0, 10, (SIZE, SIZE, len(base)))
+    if box is not None:
+        top, left, h, w = box
+        pixels[top : top + h, left : left + w] = 255
+    array = pixels.astype(np.uint8)
+    Image.fromarray(array[..., 0] if grey else array, "L" if grey else "RGB").save(path)
+
+
+def write_mask(path: Path, box) -> None:
+    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    top, left, h, w = box
+    mask[top : top + h, left : left + w] = 255
+    Image.fromarray(mask, "L").save(path)
+
+
+def write_mvtec(root: Path, category: str = "bottle", grey: bool = False) -> Path:
+    """One category in MVTec AD's published layout, 40×40 PNGs, 0/255 masks under ground_truth/<defect>/<n>_mask.png."""
+    generator = np.random.default_rng(0)
+    folder = root / category
+    for split, name, n in [("train", "good", N_TRAIN), ("test", "good", N_GOOD_TEST)]:
+        (folder / split / name).mkdir(parents=True)
+        for i in range(n):
+            write_image(folder / split / name / f"{i:03d}.png", grey, generator)
+    for defect, n in DEFECTS.items():
+        (folder / "test" / defect).mkdir(parents=True)
+        (folder / "ground_truth" / defect).mkdir(parents=True)
+        for i in range(n):
+            write_image(folder / "test" / defect / f"{i:03d}.png", grey, generator, square(i))
+            write_mask(folder / "ground_truth" / defect / f"{i:03d}_mask.png", square(i))
+    return root
+
+
+def mvtec_module(root: Path, tmp_path: Path, **kwargs) -> MVTecAD:
+    kwargs = {"image_size": SIZE, "channels": 3, "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.0} | kwargs
+    module = MVTecAD(root=str(root), **kwargs)
+    module.setup()
+    return module
+
+
+@pytest.fixture
+def root(tmp_path):
+    return write_mvtec(tmp_path / "mvtec")
+
+
+def test_reads_the_published_layout(root, tmp_path):
+    module = mvtec_module(root, tmp_path, val_fraction=0.25)
+    assert module.classes == ("good", "broken_large", "contamination")
+    assert module.has_masks
+    assert (len(module.train_set), len(module.val_set)) == (N_TRAIN - 3, 3)
+    assert all("/bottle/train/good/" in i for i in module.train_set.ids + module.val_set.ids)
+    test = module.test_set
+    assert len(test) == N_GOOD_TEST + sum(DEFECTS.values())
+    folders = [Path(i).parent.name for i in test.ids]
+    assert folders == ["good"] * 4 + ["broken_large"] * 3 + ["contamination"] * 2
+    assert all(Path(i).is_file() for i in test.ids), "ids are the files' paths"
+    assert test.labels.tolist() == [0] * 4 + [1] * 5
+    assert test.images.shape == (9, 3, SIZE, SIZE) and test.images.dtype == torch.uint8
+    assert test.masks.shape == (9, 1, SIZE, SIZE) and test.masks.dtype == torch.uint8
+    assert set(test.masks.unique().tolist()) == {0, 1}
+    assert torch.equal(test.masks.flatten(1).amax(1).long(), test.labels), "good images have empty masks"
+    split = module.split(train=False)
+    assert split.targets.tolist() == [0] * 4 + [1] * 3 + [2] * 2, "the targets are the defect types' class ids"
+
+
+@pytest.mark.parametrize("size", [SIZE, 20])
+def test_each_mask_sits_on_its_defect(root, tmp_path, size):
+    test = mvtec_module(root, tmp_path, image_size=size).test_set
+    scale = SIZE // size
+    for k in range(N_GOOD_TEST, len(test)):
+        top, left, h, w = square(int(Path(test.ids[k]).stem))
+        expected = torch.zeros(size, size, dtype=torch.uint8)
+        expected[top // scale : (top + h) // scale, left // scale : (left + w) // scale] = 1
+        assert torch.equal(test.masks[k, 0], expected), test.ids[k]
+        brightness = test.images[k].float().mean(0)
+        assert brightness[expected.bool()].min() > 200 and brightness[~expected.bool()].max() < 150
+
+
+def test_grey_files_come_out_with_the_configured_channels(tmp_path):
+    grey_root = write_mvtec(tmp_path / "grey", category="grid", grey=True)
+    images = mvtec_module(grey_root, tmp_path, category="grid", channels=3).test_set.images
+    assert images.shape[1] == 3
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    rgb = mvtec_module(write_mvtec(tmp_path / "rgb"), tmp_path, channels=3).train_set.images
+    background = rgb[:, :, 0, 0].float().mean(0)
+    assert background.tolist() == pytest.approx([c * 0.5 + 4.5 for c in COLOUR], abs=3), "channels stay R, G, B"
+    luma = mvtec_module(write_mvtec(tmp_path / "rgb1"), tmp_path, channels=1).train_set.images
+    expected = sum(w * (c * 0.5 + 4.5) for w, c in zip((0.299, 0.587, 0.114), COLOUR, strict=True))
+    assert luma.shape[1] == 1 and luma[:, 0, 0, 0].float().mean().item() == pytest.approx(expected, abs=3)
+
+
+def test_decoded_splits_are_cached_per_category_and_size(root, tmp_path, monkeypatch):
+    write_mvtec(root, category="cable")
+    first = mvtec_module(root, tmp_path)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(mvtec, "decode_all", no_decoding)
+    again = mvtec_module(root, tmp_path)
+    assert torch.equal(again.test_set.images, first.test_set.images)
+    assert torch.equal(again.test_set.masks, first.test_set.masks) and again.test_set.ids == first.test_set.ids
+    with pytest.raises(AssertionError, match="decoded again"):
+        mvtec_module(root, tmp_path, image_size=20)  # another size is another cache entry
+    with pytest.raises(AssertionError, match="decoded again"):
+        mvtec_module(root, tmp_path, category="cable")  # the category is part of the key
+
+
+def one_line(error) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_missing_root_names_the_path_the_layout_and_the_publisher(tmp_path):
+    with pytest.raises(UserError) as error:
+        MVTecAD(root=str(tmp_path / "nowhere"), image_size=16, channels=3)
+    message = one_line(error)
+    assert f"{tmp_path / 'nowhere'} is missing" in message
+    assert "train/good" in message and "ground_truth" in message and "mvtec.com" in message
+    (tmp_path / "nowhere" / "bottle" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(UserError, match="bottle/test is missing"):
+        MVTecAD(root=str(tmp_path / "nowhere"), image_size=16, channels=3)
+
+
+def test_a_wrong_category_lists_the_fifteen(root):
+    with pytest.raises(UserError) as error:
+        MVTecAD(root=str(root), category="bottles", image_size=16, channels=3)
+    message = one_line(error)
+    assert "'bottles'" in message and all(c in message for c in CATEGORIES) and len(CATEGORIES) == 15
+
+
+def test_an_empty_class_folder_is_named(root, tmp_path):
+    (root / "bottle" / "test" / "crack").mkdir()
+    with pytest.raises(UserError) as error:
+        mvtec_module(root, tmp_path)
+    assert f"{root / 'bottle' / 'test' / 'crack'} holds no image" in one_line(error)
+
+
+def test_a_corrupt_image_is_named(root, tmp_path):
+    bad = root / "bottle" / "test" / "contamination" / "001.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(UserError) as error:
+        mvtec_module(root, tmp_path)
+    assert str(bad) in one_line(error)
+
+
+def test_a_defect_image_without_its_mask_names_the_missing_mask(root, tmp_path):
+    (root / "bottle" / "ground_truth" / "broken_large" / "002_mask.png").unlink()
+    with pytest.raises(UserError) as error:
+        mvtec_module(root, tmp_path)
+    assert f"{root / 'bottle' / 'ground_truth' / 'broken_large' / '002_mask.png'}" in one_line(error)
+
+
+def test_masks_without_matching_images_are_refused(root, tmp_path):
+    (root / "bottle" / "test" / "broken_large" / "001.png").unlink()
+    with pytest.raises(UserError, match=r"masks without matching images.*001_mask.png"):
+        mvtec_module(root, tmp_path)
+
+
+def test_a_mask_folder_without_its_defect_folder_is_refused(root, tmp_path):
+    (root / "bottle" / "ground_truth" / "crack").mkdir()
+    write_mask(root / "bottle" / "ground_truth" / "crack" / "000_mask.png", square(0))
+    with pytest.raises(UserError, match=r"masks without matching images.*crack"):
+        mvtec_module(root, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "match"),
+    [
+        ({"abnormal_class": 1}, "abnormal_class"),
+        ({"known_anomaly_classes": [2]}, "known_anomaly_classes"),
+        ({"normal_class": 1}, "normal_class must be 0"),
+    ],
+)
+def test_protocols_that_need_peer_classes_are_refused(root, protocol, match):
+    with pytest.raises(UserError, match=match):
+        MVTecAD(root=str(root), image_size=16, channels=3, **protocol)
+
+
+def test_a_whole_run_reports_image_and_pixel_metrics(root, tmp_path):
+    cfg = composed(
+        "data=mvtec",
+        f"data.root={root}",
+        "data.image_size=16",
+        "method.epochs=1",
+        "data.batch_size=8",
+        f"data.cache_dir={tmp_path}/cache",
+        "trainer.log_every_n_steps=1",
+    )
+    results = run(cfg, run_dir=tmp_path / "run")
+    assert results["data"] == "mvtec" and results["counts"]["test"] == 9 and results["counts"]["test_anomalous"] == 5
+    for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
+        assert 0 <= results["metrics"][key] <= 1, key
+    rows = (tmp_path / "run" / "scores.csv").read_text().splitlines()
+    assert len(rows) == 10 and str(root / "bottle" / "test" / "good" / "000.png") in rows[1]

@@ -133,7 +133,16 @@ def test_reads_every_image_with_its_label_and_pixels(cifar, tmp_path):
     first = int(data.train_set.ids[0].split("/")[1])
     assert torch.equal(data.train_set.images[0], torch.from_numpy(train[first]).view(3, 32, 32))
     assert len(data.test_set) == 30 and data.test_set.labels.sum() == 27
-    assert not CIFAR10.cacheable
+
+
+def test_a_second_run_reads_the_cache_not_the_pickles(cifar, tmp_path, monkeypatch):
+    root, _, _ = cifar
+    first = module(root, tmp_path, image_size=16)
+    first.setup()
+    monkeypatch.setattr(CIFAR10, "load_split", lambda self, train: pytest.fail("decoded again"))
+    again = module(root, tmp_path, image_size=16)
+    again.setup()
+    assert torch.equal(first.test_set.images, again.test_set.images) and again.test_set.images.shape[-1] == 16
 
 
 def test_grey_and_resized(cifar, tmp_path):

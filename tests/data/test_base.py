@@ -135,14 +135,15 @@ def test_a_missing_root_names_the_files_and_where_to_get_them(tmp_path):
     assert "\n" not in message and FILES[0] in message and "yann.lecun.com" in message and "download" in message
 
 
-def test_fashion_mnist_end_to_end_on_its_fixture(tmp_path):
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_end_to_end_on_the_idx_fixture(tmp_path, name):
     from adrun.cli import run
     from tests.conftest import composed
 
-    write_mnist(tmp_path / "fmnist", n_train=120, n_test=40)
+    write_mnist(tmp_path / "idx", n_train=120, n_test=40)
     cfg = composed(
-        "data=fashion_mnist",
-        f"data.root={tmp_path / 'fmnist'}",
+        f"data={name}",
+        f"data.root={tmp_path / 'idx'}",
         f"data.cache_dir={tmp_path / 'cache'}",
         "data.image_size=16",
         "method.epochs=1",

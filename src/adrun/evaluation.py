@@ -117,7 +117,7 @@ def aupro(maps: torch.Tensor, masks: torch.Tensor, max_fpr: float = PRO_MAX_FPR)
         t = (max_fpr - fpr[k - 1]) / (fpr[k] - fpr[k - 1])
         fpr = torch.cat([fpr[:k], fpr.new_tensor([max_fpr])])
         pro = torch.cat([pro[:k], (pro[k - 1] + t * (pro[k] - pro[k - 1])).view(1)])
-    return (torch.trapezoid(pro, fpr) / max_fpr).item()
+    return min((torch.trapezoid(pro, fpr) / max_fpr).item(), 1.0)  # cumulative sums can overshoot 1 by an ulp
 
 
 def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:

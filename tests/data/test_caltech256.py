@@ -16,7 +16,7 @@ from PIL import Image
 import adrun.data.caltech256 as caltech
 from adrun.data.caltech256 import Caltech256
 from adrun.errors import UserError
-from tests.conftest import composed
+from tests.conftest import one_line, run_on_fixture
 
 TREE = "256_ObjectCategories"
 # category folder → image count; with train_per_category=4 the first three have test images, baseball-bat does not
@@ -153,12 +153,6 @@ def test_the_plain_tar_layout_and_the_download(tmp_path, monkeypatch):
     assert data.classes[-1] == "clutter" and (tmp_path / "fresh" / "caltech256" / TREE / "257.clutter").is_dir()
 
 
-def one_line(error) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_a_missing_root_names_the_layout_and_the_page(tmp_path):
     with pytest.raises(UserError) as error:
         module(tmp_path / "nowhere", tmp_path)
@@ -213,20 +207,13 @@ def test_a_corrupt_jpeg_is_named(root, tmp_path):
 
 
 def test_end_to_end(root, tmp_path):
-    from adrun.cli import run
-
-    cfg = composed(
+    results = run_on_fixture(
+        tmp_path,
         "data=caltech256",
         f"data.root={root}",
-        "data.image_size=16",
-        "method.epochs=1",
-        "data.batch_size=8",
-        f"data.cache_dir={tmp_path}/cache",
         "data.n_inliers=3",
         "data.train_per_category=4",
-        "trainer.log_every_n_steps=1",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     auroc = results["metrics"]["image_auroc"]
     assert isinstance(auroc, float) and 0 <= auroc <= 1
     assert results["counts"] == {"train": 11, "val": 1, "test": 20, "test_anomalous": 10}

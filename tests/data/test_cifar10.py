@@ -19,7 +19,7 @@ import torchvision
 
 from adrun.data.cifar10 import CIFAR10
 from adrun.errors import UserError
-from tests.conftest import composed
+from tests.conftest import run_on_fixture
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -225,20 +225,13 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch):
 
 
 def test_end_to_end(cifar, tmp_path):
-    from adrun.cli import run
-
     root, _, _ = cifar
-    cfg = composed(
+    results = run_on_fixture(
+        tmp_path,
         "data=cifar10",
         f"data.root={root}",
-        "data.image_size=16",
-        "method.epochs=1",
-        "data.batch_size=8",
-        f"data.cache_dir={tmp_path}/cache",
         "data.normal_class=1",
-        "trainer.log_every_n_steps=1",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     auroc = results["metrics"]["image_auroc"]
     assert isinstance(auroc, float) and 0 <= auroc <= 1
     assert results["counts"] == {"train": 9, "val": 1, "test": 30, "test_anomalous": 27}

@@ -8,10 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adrun.cli import run
 from adrun.data.folder import Folder
-from adrun.errors import UserError
-from tests.conftest import composed
+from tests.conftest import one_line_error, run_on_fixture
 
 SIZE = 16  # the model's size in these tests; every file's side is a multiple of it, so squares land on whole pixels
 FILE_SIZES = ((64, 64), (48, 48), (64, 32), (32, 48))  # (width, height): varying, not always square
@@ -158,14 +156,6 @@ def test_changing_a_test_folder_rebuilds_the_cache(tmp_path):
     assert torch.equal(module.test_set.masks[-1], expected_mask((1, 3, 1, 3)))
 
 
-def one_line_error(make) -> str:
-    with pytest.raises(UserError) as error:
-        make()
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_a_missing_folder_is_named(tmp_path):
     root = write_folders(tmp_path / "parts")
     message = one_line_error(
@@ -260,18 +250,15 @@ def test_the_same_folder_for_training_and_test_normals_is_refused(tmp_path):
 def test_end_to_end_run_with_pixel_metrics(tmp_path):
     root = write_folders(tmp_path / "parts")
     anomaly_dirs = ",".join(f"'{root / 'test' / name}'" for name in ANOMALIES)
-    cfg = composed(
+    results = run_on_fixture(
+        tmp_path,
         "data=folder",
         f"data.train_dir='{root / 'train' / 'good'}'",
         f"data.test_normal_dir='{root / 'test' / 'good'}'",
         f"data.test_anomaly_dirs=[{anomaly_dirs}]",
         f"data.mask_dir='{root / 'ground_truth'}'",
-        "data.image_size=16",
-        "method.epochs=1",
-        "data.batch_size=8",
         f"data.cache_dir='{tmp_path}/cache'",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
         value = results["metrics"][key]
         assert isinstance(value, float) and not math.isnan(value) and 0 <= value <= 1, key

@@ -8,10 +8,9 @@ import torch
 from PIL import Image
 
 import adrun.data.mvtec as mvtec
-from adrun.cli import run
 from adrun.data.mvtec import CATEGORIES, MVTecAD
 from adrun.errors import UserError
-from tests.conftest import composed
+from tests.conftest import one_line, run_on_fixture
 
 SIZE = 40
 DEFECTS = {"broken_large": 3, "contamination": 2}  # test images per defect type
@@ -134,12 +133,6 @@ def test_decoded_splits_are_cached_per_category_and_size(root, tmp_path, monkeyp
         mvtec_module(root, tmp_path, category="cable")  # the category is part of the key
 
 
-def one_line(error) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_a_missing_root_names_the_path_the_layout_and_the_publisher(tmp_path):
     with pytest.raises(UserError) as error:
         MVTecAD(root=str(tmp_path / "nowhere"), image_size=16, channels=3)
@@ -207,16 +200,11 @@ def test_protocols_that_need_peer_classes_are_refused(root, protocol, match):
 
 
 def test_a_whole_run_reports_image_and_pixel_metrics(root, tmp_path):
-    cfg = composed(
+    results = run_on_fixture(
+        tmp_path,
         "data=mvtec",
         f"data.root={root}",
-        "data.image_size=16",
-        "method.epochs=1",
-        "data.batch_size=8",
-        f"data.cache_dir={tmp_path}/cache",
-        "trainer.log_every_n_steps=1",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     assert results["data"] == "mvtec" and results["counts"]["test"] == 9 and results["counts"]["test_anomalous"] == 5
     for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
         assert 0 <= results["metrics"][key] <= 1, key

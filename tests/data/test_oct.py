@@ -7,10 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adrun.cli import run
 from adrun.data.oct import OCT
-from adrun.errors import UserError
-from tests.conftest import composed
+from tests.conftest import composed, one_line_error, run_on_fixture
 
 CLASSES = ("NORMAL", "CNV", "DME", "DRUSEN")
 TRAIN = {"NORMAL": 10, "CNV": 4, "DME": 3, "DRUSEN": 2}
@@ -88,14 +86,6 @@ def test_a_decoded_split_is_cached_per_size(tmp_path, monkeypatch):
         oct_module(root, tmp_path, image_size=32).setup()
 
 
-def one_line_error(make) -> str:
-    with pytest.raises(UserError) as error:
-        make()
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_a_missing_root_names_it_the_layout_and_the_source(tmp_path):
     message = one_line_error(lambda: oct_module(tmp_path / "nowhere", tmp_path))
     assert f"{tmp_path / 'nowhere'} is missing" in message
@@ -143,15 +133,12 @@ def test_the_config_defaults_to_anogans_64_px_grey(tmp_path):
 
 def test_end_to_end_run(tmp_path):
     root = write_oct(tmp_path / "oct")
-    cfg = composed(
+    results = run_on_fixture(
+        tmp_path,
         "data=oct",
         f"data.root='{root}'",
-        "data.image_size=16",
-        "method.epochs=1",
-        "data.batch_size=8",
         f"data.cache_dir='{tmp_path}/cache'",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     auroc = results["metrics"]["image_auroc"]
     assert isinstance(auroc, float) and not math.isnan(auroc) and 0 <= auroc <= 1
     assert "pixel_auroc" not in results["metrics"]

@@ -8,10 +8,9 @@ import torch
 from PIL import Image
 
 import adrun.data.ped2 as ped2
-from adrun.cli import run
 from adrun.data.ped2 import Ped2
 from adrun.errors import UserError
-from tests.conftest import composed
+from tests.conftest import one_line, run_on_fixture
 
 H, W = 24, 36  # the real frames are 240×360: not square either
 TRAIN = {"Train001": 8, "Train002": 8}  # frames per training clip
@@ -135,12 +134,6 @@ def test_decoded_splits_are_cached(root, tmp_path, monkeypatch):
         ped2_module(root, tmp_path, channels=3)  # another channel count is another cache entry
 
 
-def one_line(error) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    return message
-
-
 def test_a_missing_root_names_the_path_the_layout_and_the_publisher(tmp_path):
     with pytest.raises(UserError) as error:
         Ped2(root=str(tmp_path / "nowhere"), image_size=16, channels=1)
@@ -219,16 +212,11 @@ def test_protocols_that_need_peer_classes_are_refused(root, protocol, match):
 
 
 def test_a_whole_run_reports_frame_and_pixel_metrics(root, tmp_path):
-    cfg = composed(
+    results = run_on_fixture(
+        tmp_path,
         "data=ped2",
         f"data.root={root}",
-        "data.image_size=16",
-        "method.epochs=1",
-        "data.batch_size=8",
-        f"data.cache_dir={tmp_path}/cache",
-        "trainer.log_every_n_steps=1",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     assert results["data"] == "ped2" and results["counts"]["test"] == 11
     assert results["counts"]["test_anomalous"] == sum(LABELS)
     assert results["counts"]["train"] + results["counts"]["val"] == sum(TRAIN.values())

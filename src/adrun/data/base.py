@@ -55,6 +55,10 @@ class ImageSet(Dataset):
             masks = self.masks[index].float()
         return {"image": images, "label": self.labels[index], "mask": masks, "index": index}
 
+    def subset(self, keep: torch.Tensor) -> ImageSet:
+        masks = None if self.masks is None else self.masks[keep]
+        return ImageSet(self.images[keep], self.labels[keep], masks, [self.ids[i] for i in keep.tolist()])
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
@@ -176,7 +180,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if not self.peer_classes and (abnormal_class is not None or known_anomaly_classes):
             raise UserError(
                 f"{self.name} cannot honour abnormal_class or known_anomaly_classes: its classes are not peer "
-                "categories (its training split holds normal images only); use normal_class"
+                "categories that could each be normal; use normal_class"
             )
         self.image_size, self.channels = int(image_size), int(channels)
         self.abnormal_class = abnormal_class
@@ -317,13 +321,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         normal = (self.train_set.labels == 0).nonzero().flatten()
         dropped = len(self.train_set) - len(normal)
         if dropped:
-            s = self.train_set
-            self.train_set = ImageSet(
-                s.images[normal],
-                s.labels[normal],
-                None if s.masks is None else s.masks[normal],
-                [s.ids[i] for i in normal.tolist()],
-            )
+            self.train_set = self.train_set.subset(normal)
         return dropped
 
     def sample_id(self, index: int) -> str:

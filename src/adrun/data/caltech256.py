@@ -39,6 +39,7 @@ LAYOUT = f"<root>/{TREE}/NNN.name/NNN_XXXX.jpg (256 object categories and {CLUTT
 
 class Caltech256(AnomalyDataModule):
     cacheable = True
+    peer_classes = False  # OGNet's protocol: drawn inliers against clutter; no leave-one-out, no known anomalies
 
     def __init__(
         self,
@@ -49,11 +50,6 @@ class Caltech256(AnomalyDataModule):
         outlier_fraction: float = 0.5,
         **kwargs,
     ):
-        if kwargs.get("abnormal_class") is not None or kwargs.get("known_anomaly_classes"):
-            raise UserError(
-                f"{self.name} follows OGNet's protocol (data.n_inliers categories normal, {CLUTTER} the anomalies); "
-                "data.abnormal_class and data.known_anomaly_classes do not apply to it"
-            )
         if not isinstance(n_inliers, int) or n_inliers < 1:
             raise UserError(f"data.n_inliers must be a positive integer (OGNet uses 1, 3 or 5), got {n_inliers!r}")
         if not isinstance(train_per_category, int) or train_per_category < 1:

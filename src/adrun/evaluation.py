@@ -50,9 +50,10 @@ def unit_ranks(scores: torch.Tensor) -> torch.Tensor:
     return rank.double() / max(len(distinct) - 1, 1)
 
 
-def auroc(scores: torch.Tensor, target: torch.Tensor) -> float:
-    """torchmetrics' AUROC, clipped to [0, 1]: its float32 trapezoid can overshoot 1 by an ulp on millions of pixels."""
-    return min(max(binary_auroc(unit_ranks(scores), target).item(), 0.0), 1.0)
+def auroc(ranks: torch.Tensor, target: torch.Tensor) -> float:
+    """torchmetrics' AUROC of scores already in [0, 1] (`unit_ranks`), clipped to [0, 1]: its float32 trapezoid can
+    overshoot 1 by an ulp on millions of pixels."""
+    return min(max(binary_auroc(ranks, target).item(), 0.0), 1.0)
 
 
 def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -64,7 +65,7 @@ def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
     fpr, tpr, _ = binary_roc(scores, labels)
     return {
-        "image_auroc": auroc(scores, labels),  # ranks of ranks are the same ranks
+        "image_auroc": auroc(scores, labels),
         "image_ap": binary_average_precision(scores, labels).item(),
         "image_f1": f1.max().item(),
         "image_eer": equal_error_rate(fpr, tpr),
@@ -125,7 +126,7 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
     target = (masks.flatten() > 0.5).long()
     if target.min() == target.max():
         return {"pixel_auroc": math.nan, "pixel_aupro": math.nan}
-    return {"pixel_auroc": auroc(maps.flatten(), target), "pixel_aupro": aupro(maps, masks)}
+    return {"pixel_auroc": auroc(unit_ranks(maps), target), "pixel_aupro": aupro(maps, masks)}
 
 
 def compute_metrics(outputs: TestOutputs) -> dict[str, float]:

@@ -12,7 +12,7 @@ import math
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class TestOutputs:
     scores: torch.Tensor  # float [N]
     maps: torch.Tensor | None = None  # float [N, 1, H, W], kept only where the data have masks
     masks: torch.Tensor | None = None  # float [N, 1, H, W]
+    variants: dict[str, torch.Tensor] = field(default_factory=dict)  # other scores the method reports, float [N] each
 
 
 def unit_ranks(scores: torch.Tensor) -> torch.Tensor:
@@ -131,6 +132,9 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
 
 def compute_metrics(outputs: TestOutputs) -> dict[str, float]:
     metrics = image_metrics(outputs.scores, outputs.labels)
+    for name, scores in outputs.variants.items():
+        one_class = outputs.labels.min() == outputs.labels.max()
+        metrics[f"image_auroc_{name}"] = math.nan if one_class else auroc(unit_ranks(scores), outputs.labels.long())
     if outputs.maps is not None:
         metrics |= pixel_metrics(outputs.maps, outputs.masks)
     return metrics
@@ -145,15 +149,16 @@ def write_atomically(path: Path, write: Callable) -> None:
 
 
 def write_scores(path: Path, outputs: TestOutputs, sample_id: Callable[[int], str]) -> None:
-    """scores.csv: one row per test sample: index, id (file path or id), label, score."""
+    """scores.csv: one row per test sample: index, id (file path or id), label, score, and score_<name> per variant."""
 
     def write(f):
         out = csv.writer(f)
-        out.writerow(["index", "id", "label", "score"])
-        for i, label, score in zip(
-            outputs.index.tolist(), outputs.labels.tolist(), outputs.scores.tolist(), strict=True
+        out.writerow(["index", "id", "label", "score", *(f"score_{name}" for name in outputs.variants)])
+        columns = [outputs.scores, *outputs.variants.values()]
+        for i, label, *scores in zip(
+            outputs.index.tolist(), outputs.labels.tolist(), *(c.tolist() for c in columns), strict=True
         ):
-            out.writerow([i, sample_id(i), label, f"{score:.8g}"])
+            out.writerow([i, sample_id(i), label, *(f"{score:.8g}" for score in scores)])
 
     write_atomically(path, write)
 

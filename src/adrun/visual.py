@@ -52,3 +52,8 @@ def extremes_grid(
             blank = block.new_ones(per_block - len(block), *block.shape[1:])
             tiles += [block, blank]
     return make_grid(torch.cat(tiles).float().cpu(), nrow=per_block, padding=2, pad_value=1.0)
+
+
+def image_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Equally long batches of model-range images, one grid row each (e.g. X, G(X), G_old(X), pseudo anomalies)."""
+    return make_grid(torch.cat([to_rgb01(row.detach().float().cpu()) for row in rows]), nrow=len(rows[0]), padding=2)

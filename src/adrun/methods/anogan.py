@@ -40,35 +40,19 @@ the validation normals, with a fixed z per validation batch, as `val/loss_d` and
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from adrun.errors import UserError
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator
+from adrun.nets.modes import frozen
 
 PRIORS = ("normal", "uniform")
 SEARCH_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-
-
-@contextmanager
-def frozen(*modules: nn.Module):
-    """Eval mode (BatchNorm with running statistics, so images never interact) and no parameter gradients; restored."""
-    saved = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules]
-    for m in modules:
-        m.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, training, flags in saved:
-            m.train(training)
-            for p, flag in zip(m.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
 
 
 def latent_seed(search_seed: int, index: int) -> int:

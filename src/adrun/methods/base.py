@@ -16,6 +16,7 @@ from adrun import visual
 from adrun.evaluation import TestOutputs, compute_metrics, unit_ranks
 
 EXTREMES = 8  # the test grid shows this many most and as many least anomalous samples
+VARIANT = "variant:"  # the prefix of a score variant's column while a test pass collects
 
 
 class AnomalyModule(pl.LightningModule):
@@ -23,6 +24,13 @@ class AnomalyModule(pl.LightningModule):
 
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def score_with_variants(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`score(batch)` and other image scores the method reports beside it, by name (OGNet's phase-1 D); each is
+        evaluated by its image AUROC (`image_auroc_<name>`) and written to scores.csv (`score_<name>`)."""
+        return *self.score(batch), {}
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor | None:
         """The method's reconstruction of `images`, where it has one (shown beside the score map)."""
@@ -36,8 +44,9 @@ class AnomalyModule(pl.LightningModule):
         self._collected: list[dict[str, torch.Tensor]] = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        scores, maps = self.score(batch)
+        scores, maps, variants = self.score_with_variants(batch)
         row = {"index": batch["index"], "labels": batch["label"], "scores": scores.float()}
+        row |= {f"{VARIANT}{name}": values.float() for name, values in variants.items()}
         if self.trainer.datamodule.has_masks:
             row |= {"maps": maps.float(), "masks": batch["mask"]}
         self._collected.append({key: value.detach().cpu() for key, value in row.items()})
@@ -45,7 +54,9 @@ class AnomalyModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         columns = {key: torch.cat([row[key] for row in self._collected]) for key in self._collected[0]}
         order = columns["index"].argsort()
-        self.test_outputs = TestOutputs(**{key: value[order] for key, value in columns.items()})
+        columns = {key: value[order] for key, value in columns.items()}
+        variants = {key.removeprefix(VARIANT): columns.pop(key) for key in list(columns) if key.startswith(VARIANT)}
+        self.test_outputs = TestOutputs(**columns, variants=variants)
         self._collected = []
         self.test_metrics = compute_metrics(self.test_outputs)
         self.log_dict({f"test/{key}": value for key, value in self.test_metrics.items()})

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from adrun.errors import UserError
-from adrun.methods.anogan import GAN, frozen
+from adrun.methods.anogan import GAN
 from adrun.nets.dcgan import Encoder
+from adrun.nets.modes import frozen
 
 PHASES = ("gan", "encoder")
 

@@ -1,0 +1,342 @@
+"""Old is Gold, OGNet (Zaheer, Lee, Astrid & Lee, CVPR 2020, arXiv 2004.07657).
+
+An adversarially trained one-class classifier in which the discriminator D, not the generator, scores. D outputs the
+probability that an image is of *bad quality*: the paper's labels are real X → 0, generated → 1.
+
+Networks, as the authors' code (xaggi/OGNet, network.py):
+- G, a fully convolutional denoising autoencoder: four 5×5 stride-1 valid convolutions C → 64 → 128 → 256 → 512, each
+  with BatchNorm and ReLU, mirrored by four 5×5 stride-1 transposed convolutions back to C channels, tanh out. Each
+  layer takes 4 pixels off a side and gives them back, so G(X) has X's size; X must be at least 17 px. The code's
+  encoder applies ReLU before BatchNorm in its last two layers; that order is kept.
+- D: four 5×5 stride-2 convolutions (padding 2) 64 → 128 → 256 → 512, BatchNorm + ReLU (no BatchNorm on the last),
+  then one linear layer to a logit. The code ends in a sigmoid and BCE; here D returns the logit and the losses are
+  BCE with logits (the same function, without float saturation).
+`width` scales the channel counts (64 as the code).
+
+Phase 1, epochs 0 … high_epoch − 1: G and D together on X̃ = X + N(0, σ²) (Eq. 1–3):
+
+    min_G max_D  E_X[log(1 − D(X))] + E_X̃[log D(G(X̃))],    L_R = ‖X − G(X̃)‖²,
+    D: ½·(BCE(D(X), 0) + BCE(D(G(X̃)), 1));   G: w_adv·BCE(D(G(X̃)), 0) + w_rec·L_R (mean squared error)
+
+with Adam, G at lr 1e-3, D at 1e-4, β = (0.9, 0.999) (the code's). D steps first, then G against the updated D
+(the DCGAN order used for every GAN here). Choice: the authors' code instead back-propagates G's loss through D
+before D's step without clearing D's gradients, so D also receives G's adversarial gradient (target 0 on G(X̃)),
+which pulls D(G(X̃)) towards ½; the paper's minimax has no such term and it is not reproduced. G_old is a frozen copy
+of G taken after `low_epoch` epochs.
+
+Noise (`noise_std`, `noise_clamp`): the code's option is `sigma_noise = 0.9` in [-1, 1] image units, but it squares
+it before passing it as the standard deviation (`gaussian(input, 1, 0, sigma_noise ** 2)`), so the noise it adds has
+std 0.81; X̃ is then clamped to [-1, 1]. Both are the defaults.
+
+Phase 2, `phase2_iterations` steps after phase 1 (Eq. 4–5): G and G_old frozen (eval mode), D alone with a fresh Adam
+at lr 5e-5, on good examples (label 0) and bad ones (label 1):
+
+    L_D = α·BCE(D(X), 0) + (1 − α)·BCE(D(G(X)), 0) + β·BCE(D(G_old(X)), 1) + (1 − β)·BCE(D(X̂_pseudo), 1)
+    X̂_pseudo = G((G_old(X_i) + G_old(X_j)) / 2),   i ≠ j   (`derangement`: every image gets another as partner)
+
+α = 0.1, β = 0.001. Each of the four groups goes through D as its own batch (its own BatchNorm statistics), as in
+the code. G(X) and G_old(X) of a training image do not change in phase 2 (frozen, eval mode), so each is computed once
+and looked up by the image's index; only the pseudo anomalies, new pairs every step, go through G again.
+
+Score (Eq. 6): D(G(X)); anomaly when D(G(X)) ≥ τ. The score is D's logit, log-odds of "bad": the same ranking as the
+probability without float32 ties at 1.0; a probability threshold τ is the logit threshold log(τ / (1 − τ)). Beside it
+the test pass reports `phase1`, the score of D as phase 1 left it (a frozen copy), so one run shows what phase 2 adds.
+Score map (`score_map`): `residual` |X − G(X)| averaged over channels; `gradcam`, D's Grad-CAM on G(X): the last
+convolution's feature maps A_k weighted by the mean gradient of the logit over each map, ReLU, resized to the input.
+D's head is linear, so ∂logit/∂A_k is its weight reshaped and the gradient needs no backward pass.
+
+The run is one Lightning fit: phase 1 for high_epoch epochs, then as many epochs as phase 2's iterations need, its
+last one cut short. Each phase announces itself, names the progress bar, and logs under `phase1/` or `phase2/`;
+the first phase-2 step logs X, G(X), G_old(X) and pseudo anomalies as one picture (`phase2/x_g_gold_pseudo`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+
+from adrun import visual
+from adrun.errors import UserError
+from adrun.methods.base import AnomalyModule
+from adrun.nets.modes import frozen
+
+SCORE_MAPS = ("residual", "gradcam")
+SHRINK = 16  # G's four valid 5×5 convolutions take 4 pixels off each side length apiece
+
+
+class Generator(nn.Module):
+    """OGNet's denoising autoencoder: [B, C, S, S] → [B, C, S, S] in [-1, 1]."""
+
+    def __init__(self, channels: int, width: int = 64):
+        super().__init__()
+        c1, c2, c3, c4 = width, 2 * width, 4 * width, 8 * width
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, c1, 5), nn.BatchNorm2d(c1), nn.ReLU(True),
+            nn.Conv2d(c1, c2, 5), nn.BatchNorm2d(c2), nn.ReLU(True),
+            nn.Conv2d(c2, c3, 5), nn.ReLU(True), nn.BatchNorm2d(c3),  # ReLU before BatchNorm, as the code
+            nn.Conv2d(c3, c4, 5), nn.ReLU(True), nn.BatchNorm2d(c4),
+        )  # fmt: skip
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(c4, c3, 5), nn.BatchNorm2d(c3), nn.ReLU(True),
+            nn.ConvTranspose2d(c3, c2, 5), nn.BatchNorm2d(c2), nn.ReLU(True),
+            nn.ConvTranspose2d(c2, c1, 5), nn.BatchNorm2d(c1), nn.ReLU(True),
+            nn.ConvTranspose2d(c1, channels, 5), nn.Tanh(),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class Discriminator(nn.Module):
+    """OGNet's D: [B, C, S, S] → one logit per image, "bad quality" positive. `features` ends at the last ReLU."""
+
+    def __init__(self, image_size: int, channels: int, width: int = 64):
+        super().__init__()
+        c1, c2, c3, c4 = width, 2 * width, 4 * width, 8 * width
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, c1, 5, 2, 2), nn.BatchNorm2d(c1), nn.ReLU(True),
+            nn.Conv2d(c1, c2, 5, 2, 2), nn.BatchNorm2d(c2), nn.ReLU(True),
+            nn.Conv2d(c2, c3, 5, 2, 2), nn.BatchNorm2d(c3), nn.ReLU(True),
+            nn.Conv2d(c3, c4, 5, 2, 2), nn.ReLU(True),
+        )  # fmt: skip
+        side = image_size
+        for _ in range(4):
+            side = (side + 1) // 2  # a 5×5 stride-2 convolution with padding 2 halves a side, rounding up
+        self.head = nn.Linear(c4 * side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+    def gradcam(self, x: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM of the logit on the last feature maps A_k: ReLU(Σ_k mean(∂logit/∂A_k)·A_k), at A's size."""
+        features = self.features(x)
+        weights = self.head.weight.view(1, *features.shape[1:]).mean((2, 3), keepdim=True)  # = ∂logit/∂A_k, averaged
+        return F.relu((weights * features).sum(1, keepdim=True))
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random partner j ≠ i for every i < n: the images in random order, each paired with the next (cyclically)."""
+    if n < 2:
+        raise ValueError("pseudo anomalies need at least two images in a batch")
+    order = torch.randperm(n, generator=generator)
+    partner = torch.empty(n, dtype=torch.long)
+    partner[order] = order.roll(-1)
+    return partner
+
+
+class OGNet(AnomalyModule):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        width: int = 64,
+        noise_std: float = 0.81,
+        noise_clamp: bool = True,
+        w_adv: float = 0.5,
+        w_rec: float = 0.5,
+        g_lr: float = 1e-3,
+        d_lr: float = 1e-4,
+        low_epoch: int = 2,
+        high_epoch: int = 5,
+        epochs: int = 5,
+        phase2_iterations: int = 75,
+        phase2_lr: float = 5e-5,
+        alpha: float = 0.1,
+        beta: float = 0.001,
+        score_map: str = "residual",
+    ):
+        super().__init__()
+        if image_size <= SHRINK:
+            raise UserError(f"ognet needs images larger than {SHRINK} px (G's valid convolutions); set data.image_size")
+        if not 1 <= low_epoch < high_epoch:
+            raise UserError(f"method.low_epoch must satisfy 1 ≤ low_epoch < high_epoch, got {low_epoch}, {high_epoch}")
+        if epochs != high_epoch:
+            raise UserError(
+                f"method.epochs ({epochs}) is phase 1's length and must equal method.high_epoch ({high_epoch}); "
+                "set method.high_epoch (epochs follows it)"
+            )
+        if phase2_iterations < 0:
+            raise UserError(f"method.phase2_iterations must be ≥ 0, got {phase2_iterations}")
+        if score_map not in SCORE_MAPS:
+            raise UserError(f"method.score_map must be one of {', '.join(SCORE_MAPS)}, got {score_map!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # G and D steps in phase 1, D alone in phase 2
+        self.generator = Generator(channels, width)
+        self.discriminator = Discriminator(image_size, channels, width)
+        self.generator_old = frozen_copy(self.generator)  # G_old, taken after low_epoch epochs
+        self.discriminator_phase1 = frozen_copy(self.discriminator)  # D as phase 1 left it, for the phase1 score
+        self.register_buffer("phase2_steps", torch.zeros((), dtype=torch.long))
+        self._frozen_outputs: dict[str, torch.Tensor] = {}  # phase 2's G(X), G_old(X) by training index
+
+    # ---- phases ---------------------------------------------------------------------------------------------------
+    @property
+    def in_phase2(self) -> bool:
+        return self.current_epoch >= self.hparams.high_epoch
+
+    def on_train_start(self) -> None:
+        per_epoch = self.trainer.num_training_batches
+        phase2_epochs = math.ceil(self.hparams.phase2_iterations / per_epoch) if per_epoch else 0
+        self.trainer.fit_loop.max_epochs = self.hparams.high_epoch + phase2_epochs
+
+    def on_train_epoch_start(self) -> None:
+        h, epoch = self.hparams, self.current_epoch
+        if epoch == h.low_epoch:
+            self.generator_old.load_state_dict(self.generator.state_dict())
+        if epoch == h.high_epoch:
+            self.discriminator_phase1.load_state_dict(self.discriminator.state_dict())
+        if epoch == 0:
+            print(f"ognet: phase 1, epochs 0–{h.high_epoch - 1}: G and D together (G_old = G after {h.low_epoch})")
+        if epoch == h.high_epoch:
+            print(
+                f"ognet: phase 2, {h.phase2_iterations} iterations from epoch {epoch}: D alone on good (X, G(X)) and "
+                "bad (G_old(X), pseudo anomalies) examples"
+            )
+        bar = self.trainer.progress_bar_callback  # its own hook ran first and wrote "Epoch N"
+        if isinstance(bar, TQDMProgressBar) and bar.is_enabled:
+            with contextlib.suppress(TypeError):  # no bar yet
+                bar.train_progress_bar.set_description(f"Phase {2 if self.in_phase2 else 1} · epoch {epoch}")
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> int | None:
+        if self.in_phase2 and self.phase2_steps >= self.hparams.phase2_iterations:
+            return -1  # phase 2 is done: end this (last) epoch here
+        return None
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_g, opt_d, opt_d2 = self.optimizers()
+        x = batch["image"]
+        if self.in_phase2:
+            losses = self.phase2_update(x, batch["index"], opt_d2, self.manual_backward)
+            self.phase2_steps += 1
+            if self.phase2_steps == 1:
+                self.log_phase2_examples(x, batch["index"])
+        else:
+            losses = self.phase1_update(x, opt_g, opt_d, self.manual_backward)
+        phase = "phase2" if self.in_phase2 else "phase1"
+        self.log_dict({f"{phase}/{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(x))
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return (
+            torch.optim.Adam(self.generator.parameters(), lr=h.g_lr),
+            torch.optim.Adam(self.discriminator.parameters(), lr=h.d_lr),
+            torch.optim.Adam(self.discriminator.parameters(), lr=h.phase2_lr),  # phase 2's fresh optimiser
+        )
+
+    # ---- phase 1 --------------------------------------------------------------------------------------------------
+    def noisy(self, x: torch.Tensor) -> torch.Tensor:
+        """X̃ = X + N(0, noise_std²), clamped to the image range when `noise_clamp`."""
+        x_noisy = x + self.hparams.noise_std * torch.randn_like(x)
+        return x_noisy.clamp(-1, 1) if self.hparams.noise_clamp else x_noisy
+
+    def phase1_update(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
+        """One step of Eq. 1–3: D on (X → 0, G(X̃) → 1), then G against the updated D."""
+        h = self.hparams
+        fake = self.generator(self.noisy(x))
+        real_logit, fake_logit = self.discriminator(x), self.discriminator(fake.detach())
+        loss_d = 0.5 * (bce(real_logit, 0.0) + bce(fake_logit, 1.0))
+        opt_d.zero_grad()
+        backward(loss_d)
+        opt_d.step()
+        adversarial, reconstruction = bce(self.discriminator(fake), 0.0), F.mse_loss(fake, x)
+        loss_g = h.w_adv * adversarial + h.w_rec * reconstruction
+        opt_g.zero_grad()
+        backward(loss_g)
+        opt_g.step()
+        return {"loss_d": loss_d, "loss_g": loss_g, "loss_rec": reconstruction}
+
+    # ---- phase 2 --------------------------------------------------------------------------------------------------
+    def phase2_loss(
+        self, real: torch.Tensor, good: torch.Tensor, old: torch.Tensor, pseudo: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 5 as BCE on D's logits for X, G(X) (→ 0) and G_old(X), X̂_pseudo (→ 1), weighted by α and β."""
+        a, b = self.hparams.alpha, self.hparams.beta
+        return a * bce(real, 0.0) + (1 - a) * bce(good, 0.0) + b * bce(old, 1.0) + (1 - b) * bce(pseudo, 1.0)
+
+    @torch.no_grad()
+    def frozen_outputs(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """G(X) and G_old(X) in eval mode, each training image's computed once in phase 2 and then looked up."""
+        n = len(self.trainer.datamodule.train_set)
+        if not self._frozen_outputs:
+            shape = (n, *x.shape[1:])
+            self._frozen_outputs = {
+                "done": torch.zeros(n, dtype=torch.bool, device=x.device),
+                "g": x.new_empty(shape),
+                "old": x.new_empty(shape),
+            }
+        store = self._frozen_outputs
+        new = index[~store["done"][index]]
+        if len(new):
+            fresh = x[~store["done"][index]]
+            with frozen(self.generator, self.generator_old):
+                store["g"][new], store["old"][new] = self.generator(fresh), self.generator_old(fresh)
+            store["done"][new] = True
+        return store["g"][index], store["old"][index]
+
+    @torch.no_grad()
+    def pseudo_anomalies(self, old: torch.Tensor) -> torch.Tensor:
+        """X̂_pseudo = G((G_old(X_i) + G_old(X_j)) / 2) with j a random other image of the batch (Eq. 4)."""
+        mixed = (old + old[derangement(len(old)).to(old.device)]) / 2
+        with frozen(self.generator):
+            return self.generator(mixed)
+
+    def phase2_update(self, x: torch.Tensor, index: torch.Tensor, opt_d, backward) -> dict[str, torch.Tensor]:
+        good, old = self.frozen_outputs(x, index)
+        pseudo = self.pseudo_anomalies(old)
+        loss_d = self.phase2_loss(*(self.discriminator(group) for group in (x, good, old, pseudo)))
+        opt_d.zero_grad()
+        backward(loss_d)
+        opt_d.step()
+        return {"loss_d": loss_d}
+
+    def on_train_end(self) -> None:
+        self._frozen_outputs = {}
+
+    def log_phase2_examples(self, x: torch.Tensor, index: torch.Tensor, n: int = 8) -> None:
+        """X, G(X), G_old(X) and pseudo anomalies, one row each, once at phase 2's start."""
+        if not isinstance(self.logger, TensorBoardLogger):
+            return
+        good, old = self.frozen_outputs(x[:n], index[:n])
+        rows = [x[:n], good, old, self.pseudo_anomalies(old)]
+        self.logger.experiment.add_image("phase2/x_g_gold_pseudo", visual.image_rows(rows), self.global_step)
+
+    # ---- scoring --------------------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x = batch["image"]
+        reconstruction = self.generator(x)
+        self.log("val/score_mean", self.discriminator(reconstruction).mean(), batch_size=len(x))
+        self.log("val/loss_rec", F.mse_loss(reconstruction, x), batch_size=len(x))
+
+    def score_with_variants(self, batch):
+        x = batch["image"]
+        reconstruction = self.generator(x)
+        scores = self.discriminator(reconstruction)
+        if self.hparams.score_map == "gradcam":
+            cam = self.discriminator.gradcam(reconstruction)
+            maps = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        else:
+            maps = (x - reconstruction).abs().mean(1, keepdim=True)
+        return scores, maps, {"phase1": self.discriminator_phase1(reconstruction)}
+
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, maps, _ = self.score_with_variants(batch)
+        return scores, maps
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.generator(images)
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of D's logits against one label for the whole batch (0 good, 1 bad)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A snapshot that never trains (no gradients); used in eval mode (`frozen`) or under the module's own eval()."""
+    return copy.deepcopy(module).requires_grad_(False)

@@ -1,5 +1,6 @@
 """The metrics agree with direct computations from their definitions on known inputs."""
 
+import csv
 import math
 
 import numpy as np
@@ -7,7 +8,15 @@ import pytest
 import torch
 from scipy import ndimage
 
-from adrun.evaluation import PRO_MAX_FPR, aupro, image_metrics, pixel_metrics
+from adrun.evaluation import (
+    PRO_MAX_FPR,
+    TestOutputs,
+    aupro,
+    compute_metrics,
+    image_metrics,
+    pixel_metrics,
+    write_scores,
+)
 
 
 def pairwise_auroc(scores, labels):
@@ -65,6 +74,30 @@ def test_equal_error_rate_on_a_known_case():
     scores = torch.cat([torch.arange(10.0), torch.arange(5.0, 15.0)])
     labels = torch.cat([torch.zeros(10), torch.ones(10)]).long()
     assert image_metrics(scores, labels)["image_eer"] == pytest.approx(0.25)
+
+
+def test_f1_at_the_equal_error_threshold():
+    # normals 0..9, anomalies 6..15; flagging scores ≥ 8 misses 6, 7 (FNR 0.2), flags 8, 9 (FPR 0.2): TP 8, FP 2, FN 2
+    scores = torch.cat([torch.arange(10.0), torch.arange(6.0, 16.0)])
+    labels = torch.cat([torch.zeros(10), torch.ones(10)]).long()
+    assert image_metrics(scores, labels)["image_f1_eer"] == pytest.approx(16 / 20)
+
+
+def test_score_variants_get_their_auroc_and_a_scores_csv_column(tmp_path):
+    labels = torch.tensor([0, 0, 1, 1])
+    outputs = TestOutputs(
+        index=torch.arange(4),
+        labels=labels,
+        scores=torch.tensor([0.1, 0.2, 0.3, 0.4]),
+        variants={"phase1": torch.tensor([0.4, 0.1, 0.3, 0.2])},
+    )
+    metrics = compute_metrics(outputs)
+    assert metrics["image_auroc"] == 1.0
+    assert metrics["image_auroc_phase1"] == pytest.approx(pairwise_auroc(outputs.variants["phase1"], labels)) == 0.5
+    write_scores(tmp_path / "scores.csv", outputs, lambda i: f"id{i}")
+    with open(tmp_path / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["score_phase1"]) for r in rows] == pytest.approx([0.4, 0.1, 0.3, 0.2]) and rows[2]["id"] == "id2"
 
 
 def test_one_class_test_sets_give_nan_not_a_number_that_looks_real():

@@ -1,7 +1,8 @@
 """The one evaluation path: metrics from scores and labels (and maps and masks), results.json and scores.csv.
 
 Test labels enter here and nowhere else: no threshold, normalisation or model choice is fitted on them. "F1 at the
-best threshold" is therefore an oracle figure, reported because the papers report it; the EER likewise.
+best threshold" is therefore an oracle figure, reported because the papers report it; the EER and the F1 at the
+equal-error threshold (OGNet's) likewise.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def auroc(ranks: torch.Tensor, target: torch.Tensor) -> float:
 def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Image AUROC, average precision, F1 at the best threshold, and the equal error rate."""
     if labels.min() == labels.max():
-        return dict.fromkeys(("image_auroc", "image_ap", "image_f1", "image_eer"), math.nan)
+        return dict.fromkeys(("image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer"), math.nan)
     scores, labels = unit_ranks(scores), labels.long()
     precision, recall, _ = binary_precision_recall_curve(scores, labels)
     f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
@@ -70,6 +71,7 @@ def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float
         "image_ap": binary_average_precision(scores, labels).item(),
         "image_f1": f1.max().item(),
         "image_eer": equal_error_rate(fpr, tpr),
+        "image_f1_eer": f1_at_equal_error(fpr, tpr, labels),
     }
 
 
@@ -81,6 +83,14 @@ def equal_error_rate(fpr: torch.Tensor, tpr: torch.Tensor) -> float:
         return fpr[after].item()
     t = gap[after - 1] / (gap[after - 1] - gap[after])
     return (fpr[after - 1] + t * (fpr[after] - fpr[after - 1])).item()
+
+
+def f1_at_equal_error(fpr: torch.Tensor, tpr: torch.Tensor, labels: torch.Tensor) -> float:
+    """F1 (anomalies positive) at the ROC point closest to FPR = 1 − TPR: a real threshold, as OGNet's code picks it."""
+    at = int((fpr - (1 - tpr)).abs().argmin())
+    positives = int(labels.sum())
+    tp, fp = tpr[at].item() * positives, fpr[at].item() * (len(labels) - positives)
+    return 2 * tp / (2 * tp + fp + (positives - tp))
 
 
 def aupro(maps: torch.Tensor, masks: torch.Tensor, max_fpr: float = PRO_MAX_FPR) -> float:

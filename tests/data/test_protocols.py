@@ -48,6 +48,21 @@ def test_test_anomaly_fraction():
         digits(normal_class=[0, 1, 2, 3, 4, 5, 6, 7, 8], test_anomaly_fraction=0.5)
 
 
+def test_test_anomalies_per_class():
+    full = digits(normal_class=3)
+    module = digits(normal_class=3, test_anomalies_per_class=20)
+    labels = module.test_set.labels
+    assert int((labels == 0).sum()) == int((full.test_set.labels == 0).sum())  # every test normal kept
+    split = module.split(train=False)
+    target_of = dict(zip(split.ids, split.targets.tolist(), strict=True))
+    anomalous = [target_of[i] for i, label in zip(module.test_set.ids, labels.tolist(), strict=True) if label]
+    assert sorted(anomalous) == sorted(c for c in range(10) if c != 3 for _ in range(20))  # 20 of each other digit
+    with pytest.raises(UserError, match="test_anomalies_per_class=500"):
+        digits(normal_class=3, test_anomalies_per_class=500)
+    with pytest.raises(UserError, match="cannot be combined"):
+        digits(normal_class=3, test_anomalies_per_class=5, test_anomaly_fraction=0.2)
+
+
 def test_noise_is_drawn_once_and_seeded():
     clean = digits(normal_class=0)
     noisy = digits(normal_class=0, noise_std=0.1)

@@ -133,6 +133,7 @@ class AnomalyDataModule(pl.LightningDataModule):
     - `known_anomaly_classes` (semi-supervised, ADA): `known_anomaly_fraction` of those classes' training images join
       the training set with label 1, and those classes leave the test set.
     - `test_anomaly_fraction`: anomalies in the test set are subsampled (seeded, class-stratified) to this fraction.
+    - `test_anomalies_per_class`: or this many test images of each anomalous class are kept (seeded; OGNet's MNIST).
     - `noise_std`: additive Gaussian noise on every image, in units of the [0, 1] intensity range, drawn once (seeded).
     Then: at most `train_subset` training normals (class-stratified, seeded), of which `val_fraction` are carved out as
     validation normals (for losses and calibration; test labels are never used for that); at most `test_subset` test
@@ -167,6 +168,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         known_anomaly_classes: Sequence[int] = (),
         known_anomaly_fraction: float = 0.1,
         test_anomaly_fraction: float | None = None,
+        test_anomalies_per_class: int | None = None,
         noise_std: float = 0.0,
         cache_dir: str | None = None,
     ):
@@ -177,6 +179,10 @@ class AnomalyDataModule(pl.LightningDataModule):
             raise UserError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if test_anomaly_fraction is not None and not 0 < test_anomaly_fraction < 1:
             raise UserError(f"data.test_anomaly_fraction must be in (0, 1), got {test_anomaly_fraction}")
+        if test_anomalies_per_class is not None and (test_anomalies_per_class < 1 or test_anomaly_fraction is not None):
+            raise UserError(
+                "data.test_anomalies_per_class must be ≥ 1 and cannot be combined with test_anomaly_fraction"
+            )
         if not self.peer_classes and (abnormal_class is not None or known_anomaly_classes):
             raise UserError(
                 f"{self.name} cannot honour abnormal_class or known_anomaly_classes: its classes are not peer "
@@ -197,6 +203,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if set(self.known_anomaly_classes) & set(self.normal_classes):
             raise UserError("data.known_anomaly_classes must not include a normal class")
         self.known_anomaly_fraction, self.test_anomaly_fraction = known_anomaly_fraction, test_anomaly_fraction
+        self.test_anomalies_per_class = test_anomalies_per_class
         self.noise_std = noise_std
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "adrun"
         self.val_fraction, self.train_subset, self.test_subset = val_fraction, train_subset, test_subset
@@ -273,6 +280,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         keep = keep[stratified_subset(test.targets[keep], self.test_subset, generator)]
         if self.test_anomaly_fraction is not None:
             keep = self._with_anomaly_fraction(test.targets, keep, normal_ids, generator)
+        if self.test_anomalies_per_class is not None:
+            keep = self._with_anomalies_per_class(test.targets, keep, normal_ids, generator)
         self.test_set = self._image_set(test, keep, generator)
 
     def _leave_one_out(self, train: Split, test: Split, normal_ids: torch.Tensor, generator) -> tuple[Split, Split]:
@@ -306,6 +315,22 @@ class AnomalyDataModule(pl.LightningDataModule):
             )
         anomalies = anomalies[stratified_subset(targets[anomalies], n, generator)]
         return torch.cat([normals, anomalies]).sort().values
+
+    def _with_anomalies_per_class(self, targets, keep: torch.Tensor, normal_ids, generator) -> torch.Tensor:
+        """All test normals, and `test_anomalies_per_class` test images (seeded) of each anomalous class."""
+        picked = [keep[torch.isin(targets[keep], normal_ids)]]
+        n = self.test_anomalies_per_class
+        for cls in targets[keep].unique().tolist():
+            if cls in self.normal_classes:
+                continue
+            members = keep[targets[keep] == cls]
+            if len(members) < n:
+                raise UserError(
+                    f"data.test_anomalies_per_class={n}, but {self.name} has {len(members)} test images of class "
+                    f"{self.classes[cls]}; lower it"
+                )
+            picked.append(members[torch.randperm(len(members), generator=generator)[:n]])
+        return torch.cat(picked).sort().values
 
     def _image_set(self, split: Split, keep: torch.Tensor, generator: torch.Generator) -> ImageSet:
         images = resize(to_channels(split.images[keep], self.channels), self.image_size)

@@ -1,0 +1,182 @@
+"""OGNet: the networks have the code's shapes, the phase-2 loss is Eq. 5, pseudo anomalies never pair an image with
+itself, G_old is the snapshot after low_epoch epochs and stays fixed, and a tiny run writes every artefact."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from adrun.cli import run
+from adrun.errors import UserError
+from adrun.methods.ognet import OGNet, derangement
+from tests.conftest import composed
+
+TINY = (
+    "method=ognet",
+    "data=synthetic",
+    "data.image_size=20",
+    "data.batch_size=8",
+    "method.width=4",
+    "method.low_epoch=1",
+    "method.high_epoch=2",
+    "method.phase2_iterations=3",
+    "trainer.log_every_n_steps=1",
+)
+
+
+def tiny(**kwargs):
+    return OGNet(**{"image_size": 20, "channels": 1, "width": 4} | kwargs)
+
+
+def states(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("size", "flat"), [(45, 4608), (32, 512 * 2 * 2), (20, 512 * 2 * 2)])
+def test_networks_have_the_codes_shapes(size, flat):
+    model = OGNet(image_size=size, channels=1)
+    x = torch.rand(2, 1, size, size) * 2 - 1
+    assert model.generator(x).shape == x.shape  # valid convolutions out, transposed ones back
+    assert model.discriminator.head.in_features == flat  # 45 px: the code's nn.Linear(4608, 1)
+    assert model.discriminator(x).shape == (2,)
+
+
+def test_phase2_loss_is_equation_5_on_hand_made_logits():
+    model = tiny(alpha=0.1, beta=0.001)
+    real, good, old, pseudo = (
+        torch.tensor([0.3, -1.0]),
+        torch.tensor([2.0, 0.5]),
+        torch.tensor([-0.7]),
+        torch.tensor([1.5, -2.0, 0.1]),
+    )
+
+    def mean_log(values, bad):  # E[log D] for bad examples, E[log(1 − D)] for good ones; D = sigmoid(logit)
+        d = [1 / (1 + math.exp(-v)) for v in values.tolist()]
+        return sum(math.log(p if bad else 1 - p) for p in d) / len(d)
+
+    objective = 0.1 * mean_log(real, False) + 0.9 * mean_log(good, False) + 0.001 * mean_log(old, True)
+    objective += 0.999 * mean_log(pseudo, True)
+    assert model.phase2_loss(real, good, old, pseudo).item() == pytest.approx(-objective)  # D maximises Eq. 5
+
+
+def test_pseudo_anomalies_never_pair_an_image_with_itself():
+    for n in range(2, 40):
+        for seed in range(5):
+            partner = derangement(n, torch.Generator().manual_seed(seed))
+            assert sorted(partner.tolist()) == list(range(n))  # a permutation: every image is used as a partner
+            assert not (partner == torch.arange(n)).any()
+    model = tiny().eval()
+    model.generator = torch.nn.Identity()  # X̂_pseudo is then the mix itself
+    old = torch.arange(6.0).view(6, 1, 1, 1).expand(6, 1, 20, 20)
+    mixed = model.pseudo_anomalies(old)[:, 0, 0, 0]
+    partners = 2 * mixed - torch.arange(6.0)  # mix_i = (old_i + old_j) / 2
+    assert sorted(partners.tolist()) == list(range(6)) and not (partners == torch.arange(6.0)).any()
+    with pytest.raises(ValueError):
+        derangement(1)
+
+
+def test_noise_has_the_codes_std_and_is_clamped():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 20, 20)
+    assert (tiny(noise_clamp=False).noisy(x) - x).std().item() == pytest.approx(0.81, rel=0.02)  # 0.9² as the std
+    clamped = tiny().noisy(x)
+    assert clamped.min() == -1 and clamped.max() == 1
+
+
+def test_gradcam_equals_autograd_gradcam():
+    torch.manual_seed(0)
+    d = tiny().discriminator.eval()
+    x = torch.randn(3, 1, 20, 20)
+    features = d.features(x).detach().requires_grad_()
+    (grad,) = torch.autograd.grad(d.head(features.flatten(1)).sum(), features)
+    expected = torch.relu((grad.mean((2, 3), keepdim=True) * features).sum(1, keepdim=True))
+    assert torch.allclose(d.gradcam(x), expected, atol=1e-6)
+
+
+def test_score_is_d_of_g_of_x_with_the_phase1_variant_and_a_map():
+    torch.manual_seed(0)
+    for score_map in ("residual", "gradcam"):
+        model = tiny(score_map=score_map).eval()
+        x = torch.rand(3, 1, 20, 20) * 2 - 1
+        with torch.no_grad():
+            scores, maps, variants = model.score_with_variants({"image": x})
+            reconstruction = model.generator(x)
+            assert torch.allclose(scores, model.discriminator(reconstruction))
+            assert torch.allclose(variants["phase1"], model.discriminator_phase1(reconstruction))
+        assert maps.shape == (3, 1, 20, 20) and maps.min() >= 0 and maps.max() > 0
+        if score_map == "residual":
+            assert torch.allclose(maps, (x - reconstruction).abs().mean(1, keepdim=True))
+
+
+def test_bad_settings_end_in_one_clear_line():
+    with pytest.raises(UserError, match="larger than 16"):
+        tiny(image_size=16)
+    with pytest.raises(UserError, match="low_epoch < high_epoch"):
+        tiny(low_epoch=5, high_epoch=5)
+    with pytest.raises(UserError, match=r"must equal method\.high_epoch"):
+        tiny(epochs=3)
+    with pytest.raises(UserError, match="score_map"):
+        tiny(score_map="sobel")
+
+
+class Snapshots(pl.Callback):
+    """The nets' states at the end of every training epoch."""
+
+    def __init__(self):
+        self.at_end: list[dict[str, dict]] = []
+
+    def on_train_epoch_end(self, trainer, module):
+        names = ("generator", "generator_old", "discriminator", "discriminator_phase1")
+        self.at_end.append({name: states(getattr(module, name)) for name in names})
+
+
+def test_g_old_is_the_low_epoch_snapshot_and_stays_fixed_through_phase_2(tmp_path):
+    cfg = composed(*TINY, "method.low_epoch=1", "method.high_epoch=3", "method.epochs=3", "method.phase2_iterations=9")
+    pl.seed_everything(0, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = instantiate(cfg.method, image_size=datamodule.image_size, channels=datamodule.channels)
+    snapshots = Snapshots()
+    trainer = pl.Trainer(
+        max_epochs=cfg.method.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[snapshots],
+    )  # fmt: skip
+    trainer.fit(module, datamodule)
+    per_epoch = len(datamodule.train_dataloader())
+    assert trainer.current_epoch == 3 + math.ceil(9 / per_epoch) and int(module.phase2_steps) == 9
+    s = snapshots.at_end
+    assert same(s[1]["generator_old"], s[0]["generator"])  # G_old = G after low_epoch = 1 epoch …
+    assert not same(s[1]["generator"], s[0]["generator"])  # … while G went on training
+    assert all(same(e["generator_old"], s[0]["generator"]) for e in s[1:])  # fixed from then on, phase 2 included
+    assert all(same(e["generator"], s[2]["generator"]) for e in s[3:])  # G frozen in phase 2 (BatchNorm stats too)
+    assert same(s[-1]["discriminator_phase1"], s[2]["discriminator"])  # D as phase 1 left it …
+    assert not same(s[-1]["discriminator"], s[2]["discriminator"])  # … and D trained on in phase 2
+
+
+def test_a_tiny_run_writes_every_artefact(tmp_path):
+    results = run(composed(*TINY), run_dir=tmp_path / "run")
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "results.json").read_text())["metrics"] == results["metrics"]
+    assert 0 <= results["metrics"]["image_auroc"] <= 1 and 0 <= results["metrics"]["image_auroc_phase1"] <= 1
+    with open(run_dir / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == results["counts"]["test"] and {"score", "score_phase1"} <= set(rows[0])
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert any(k.startswith("generator_old.") for k in checkpoint["state_dict"]) and "phase2_steps" in str(
+        list(checkpoint["state_dict"])
+    )
+    events = EventAccumulator(str(next(Path(run_dir, "tb").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    assert {"phase1/loss_d", "phase1/loss_g", "phase1/loss_rec", "phase2/loss_d", "test/image_auroc_phase1"} <= scalars
+    assert {"phase2/x_g_gold_pseudo", "test/most_and_least_anomalous"} <= images

@@ -65,6 +65,7 @@ from torch import nn
 from adrun import visual
 from adrun.errors import UserError
 from adrun.methods.base import AnomalyModule
+from adrun.methods.losses import bce
 from adrun.nets.modes import frozen
 
 SCORE_MAPS = ("residual", "gradcam")
@@ -330,11 +331,6 @@ class OGNet(AnomalyModule):
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self.generator(images)
-
-
-def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    """Binary cross-entropy of D's logits against one label for the whole batch (0 good, 1 bad)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -60,6 +60,13 @@ def test_baselines_are_switches():
     with torch.no_grad():
         scores, _ = plain.score({"image": x})
         assert torch.allclose(scores, (x - plain(x)).pow(2).mean((1, 2, 3)))
+    model = tiny().eval()
+    with torch.no_grad():
+        scores, _, variants = model.score_with_variants({"image": x})
+        x_hat = model(x)
+        _, p_normal = model.attention(x, x_hat)
+        assert torch.allclose(variants["recon"], (x - x_hat).pow(2).mean((1, 2, 3)))  # AnoVAEGAN's score, same nets
+        assert torch.allclose(variants["attention"] - 0.2 * p_normal, scores)
     with pytest.raises(UserError, match="variant"):
         tiny(variant="anogan")
     assert tiny().uses_known_anomalies and not tiny(variant="anovae").uses_known_anomalies

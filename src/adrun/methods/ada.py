@@ -33,6 +33,9 @@ score = ‖c ⊙ (x − x̂)‖² / ‖c‖² − β·(D_G(x) + D_ano(x)).
 
 The paper's baselines are switches of the same module (`variant`): `anovae` (no adversary: a VAE, scored by
 ‖x − x̂‖² averaged over pixels), `anovaegan` (the VAE-GAN, the same plain reconstruction score), `ada` (attention).
+AnoVAEGAN and ADA train identically and differ only in the score, so an `ada` run also reports AnoVAEGAN's score on
+its own networks (`image_auroc_recon`) and the attention term alone (`image_auroc_attention`): the effect of the
+attention is then measured on one model, free of training noise.
 """
 
 from __future__ import annotations
@@ -211,14 +214,23 @@ class ADA(AnomalyModule):
             p_normal = p_normal + torch.sigmoid(logit)
         return c, p_normal
 
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_with_variants(self, batch):
+        """The variant's score; `ada` also reports, from the same networks, `recon` (the plain reconstruction error:
+        AnoVAEGAN's score) and `attention` (the attention-weighted error without −β·D(x))."""
         x = batch["image"]
         x_hat = self(x)
+        squared = (x - x_hat).pow(2)
+        recon = squared.mean((1, 2, 3))
         if self.hparams.variant != "ada":
-            squared = (x - x_hat).pow(2)
-            return squared.mean((1, 2, 3)), squared.mean(1, keepdim=True)
+            return recon, squared.mean(1, keepdim=True), {}
         c, p_normal = self.attention(x, x_hat)
-        return attention_score(x, x_hat, c, p_normal, self.hparams.beta)
+        scores, maps = attention_score(x, x_hat, c, p_normal, self.hparams.beta)
+        attention_only, _ = attention_score(x, x_hat, c, torch.zeros_like(p_normal), 0.0)
+        return scores, maps, {"recon": recon, "attention": attention_only}
+
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, maps, _ = self.score_with_variants(batch)
+        return scores, maps
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self(images)

@@ -23,7 +23,15 @@ def test_results_json(finished):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results, default=str))
     assert saved["status"] == "ok" and (saved["method"], saved["data"]) == ("ganomaly", "synthetic")
-    assert set(saved["metrics"]) == {"image_auroc", "image_ap", "image_f1", "image_eer", "pixel_auroc", "pixel_aupro"}
+    assert set(saved["metrics"]) == {
+        "image_auroc",
+        "image_ap",
+        "image_f1",
+        "image_eer",
+        "image_f1_eer",
+        "pixel_auroc",
+        "pixel_aupro",
+    }
     assert all(0 <= v <= 1 for v in saved["metrics"].values())
     assert saved["counts"] == {"train": 43, "val": 5, "test": 32, "test_anomalous": 16}
     timings = saved["timings"]

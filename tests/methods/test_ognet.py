@@ -1,6 +1,7 @@
 """OGNet: the networks have the code's shapes, the phase-2 loss is Eq. 5, pseudo anomalies never pair an image with
 itself, G_old is the snapshot after low_epoch epochs and stays fixed, and a tiny run writes every artefact."""
 
+import copy
 import csv
 import json
 import math
@@ -14,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from adrun.cli import run
 from adrun.errors import UserError
+from adrun.methods.losses import bce
 from adrun.methods.ognet import OGNet, derangement
 from tests.conftest import composed
 
@@ -127,6 +129,8 @@ def test_bad_settings_end_in_one_clear_line():
         tiny(epochs=3)
     with pytest.raises(UserError, match="score_map"):
         tiny(score_map="sobel")
+    with pytest.raises(UserError, match="d_update"):
+        tiny(d_update="simultaneous")
 
 
 class Snapshots(pl.Callback):
@@ -180,3 +184,37 @@ def test_a_tiny_run_writes_every_artefact(tmp_path):
     scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
     assert {"phase1/loss_d", "phase1/loss_g", "phase1/loss_rec", "phase2/loss_d", "test/image_auroc_phase1"} <= scalars
     assert {"phase2/x_g_gold_pseudo", "test/most_and_least_anomalous"} <= images
+
+
+class Recorder:
+    """An optimiser stand-in that keeps its parameters' gradients at step time."""
+
+    def __init__(self, params):
+        self.params, self.grads = list(params), None
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+
+
+def test_code_update_lets_gs_adversarial_gradient_reach_d():
+    torch.manual_seed(0)
+    model = tiny(d_update="code")
+    reference = copy.deepcopy(model)
+    x = torch.rand(4, 1, 20, 20) * 2 - 1
+    opt_g, opt_d = Recorder(model.generator.parameters()), Recorder(model.discriminator.parameters())
+    torch.manual_seed(1)
+    model.phase1_update(x, opt_g, opt_d, lambda loss, **kw: loss.backward(**kw))
+    torch.manual_seed(1)
+    fake = reference.generator(reference.noisy(x))
+    fake_logit, real_logit = reference.discriminator(fake), reference.discriminator(x)
+    loss_d = 0.5 * (bce(real_logit, 0.0) + bce(fake_logit, 1.0))
+    loss_g = 0.5 * bce(fake_logit, 0.0) + 0.5 * torch.nn.functional.mse_loss(fake, x)
+    d_params, g_params = list(reference.discriminator.parameters()), list(reference.generator.parameters())
+    expected_d = torch.autograd.grad(loss_d + loss_g, d_params, retain_graph=True)  # D: its loss and G's, summed
+    expected_g = torch.autograd.grad(loss_g, g_params)  # G: its own loss only
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(opt_d.grads, expected_d, strict=True))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(opt_g.grads, expected_g, strict=True))

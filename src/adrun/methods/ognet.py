@@ -19,10 +19,13 @@ Phase 1, epochs 0 … high_epoch − 1: G and D together on X̃ = X + N(0, σ²)
     D: ½·(BCE(D(X), 0) + BCE(D(G(X̃)), 1));   G: w_adv·BCE(D(G(X̃)), 0) + w_rec·L_R (mean squared error)
 
 with Adam, G at lr 1e-3, D at 1e-4, β = (0.9, 0.999) (the code's). D steps first, then G against the updated D
-(the DCGAN order used for every GAN here). Choice: the authors' code instead back-propagates G's loss through D
-before D's step without clearing D's gradients, so D also receives G's adversarial gradient (target 0 on G(X̃)),
-which pulls D(G(X̃)) towards ½; the paper's minimax has no such term and it is not reproduced. G_old is a frozen copy
-of G taken after `low_epoch` epochs.
+(the DCGAN order used for every GAN here; `d_update: paper`). The authors' code differs (`d_update: code`): it
+back-propagates G's loss through the same D(G(X̃)) before D's step without clearing D's gradients, so D also receives
+G's adversarial gradient (target 0 on G(X̃)); with the equal ½ weights, D's gradient on a fake logit is (p − 1)/2 + p/2
+= p − ½, i.e. D is pulled towards D(G(X̃)) = ½, a much weaker adversary. The paper's minimax has no such term, hence
+the default; but the code's learning rates were set under the weaker D, and with `paper` D wins early and G's
+reconstructions degrade on short budgets (measured in the issue-5 note). G_old is a frozen copy of G taken after
+`low_epoch` epochs.
 
 Noise (`noise_std`, `noise_clamp`): the code's option is `sigma_noise = 0.9` in [-1, 1] image units, but it squares
 it before passing it as the standard deviation (`gaussian(input, 1, 0, sigma_noise ** 2)`), so the noise it adds has
@@ -69,6 +72,7 @@ from adrun.methods.losses import bce
 from adrun.nets.modes import frozen
 
 SCORE_MAPS = ("residual", "gradcam")
+D_UPDATES = ("paper", "code")
 SHRINK = 16  # G's four valid 5×5 convolutions take 4 pixels off each side length apiece
 
 
@@ -152,6 +156,7 @@ class OGNet(AnomalyModule):
         alpha: float = 0.1,
         beta: float = 0.001,
         score_map: str = "residual",
+        d_update: str = "paper",
     ):
         super().__init__()
         if image_size <= SHRINK:
@@ -165,6 +170,8 @@ class OGNet(AnomalyModule):
             )
         if phase2_iterations < 0:
             raise UserError(f"method.phase2_iterations must be ≥ 0, got {phase2_iterations}")
+        if d_update not in D_UPDATES:
+            raise UserError(f"method.d_update must be one of {', '.join(D_UPDATES)}, got {d_update!r}")
         if score_map not in SCORE_MAPS:
             raise UserError(f"method.score_map must be one of {', '.join(SCORE_MAPS)}, got {score_map!r}")
         self.save_hyperparameters()
@@ -237,8 +244,11 @@ class OGNet(AnomalyModule):
         return x_noisy.clamp(-1, 1) if self.hparams.noise_clamp else x_noisy
 
     def phase1_update(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
-        """One step of Eq. 1–3: D on (X → 0, G(X̃) → 1), then G against the updated D."""
+        """One step of Eq. 1–3: D on (X → 0, G(X̃) → 1), then G against the updated D (`d_update: code`: the
+        authors' simultaneous step instead)."""
         h = self.hparams
+        if h.d_update == "code":
+            return self.phase1_update_as_code(x, opt_g, opt_d, backward)
         fake = self.generator(self.noisy(x))
         real_logit, fake_logit = self.discriminator(x), self.discriminator(fake.detach())
         loss_d = 0.5 * (bce(real_logit, 0.0) + bce(fake_logit, 1.0))
@@ -249,6 +259,23 @@ class OGNet(AnomalyModule):
         loss_g = h.w_adv * adversarial + h.w_rec * reconstruction
         opt_g.zero_grad()
         backward(loss_g)
+        opt_g.step()
+        return {"loss_d": loss_d, "loss_g": loss_g, "loss_rec": reconstruction}
+
+    def phase1_update_as_code(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
+        """The authors' step: one D(G(X̃)) for both losses, D's gradients not cleared before G's backward pass (so G's
+        adversarial term, target 0, also reaches D), then both optimisers step."""
+        h = self.hparams
+        fake = self.generator(self.noisy(x))
+        fake_logit = self.discriminator(fake)
+        loss_d = 0.5 * (bce(self.discriminator(x), 0.0) + bce(fake_logit, 1.0))
+        opt_d.zero_grad()
+        backward(loss_d, retain_graph=True)
+        opt_g.zero_grad()  # G keeps nothing of D's loss
+        reconstruction = F.mse_loss(fake, x)
+        loss_g = h.w_adv * bce(fake_logit, 0.0) + h.w_rec * reconstruction
+        backward(loss_g)
+        opt_d.step()
         opt_g.step()
         return {"loss_d": loss_d, "loss_g": loss_g, "loss_rec": reconstruction}
 

@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """Bad input (missing data, impossible size, unknown class, …); the message says what to do."""
+
+
+def check_choice(key: str, value, choices) -> None:
+    """A key that takes one of a few named values: anything else is a UserError naming them."""
+    if value not in choices:
+        raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")

@@ -142,8 +142,8 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
 
 def compute_metrics(outputs: TestOutputs) -> dict[str, float]:
     metrics = image_metrics(outputs.scores, outputs.labels)
+    one_class = outputs.labels.min() == outputs.labels.max()
     for name, scores in outputs.variants.items():
-        one_class = outputs.labels.min() == outputs.labels.max()
         metrics[f"image_auroc_{name}"] = math.nan if one_class else auroc(unit_ranks(scores), outputs.labels.long())
     if outputs.maps is not None:
         metrics |= pixel_metrics(outputs.maps, outputs.masks)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adrun.errors import UserError
+from adrun.errors import check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
 from adrun.nets.dcgan import Decoder, Encoder
@@ -111,8 +111,7 @@ class ADA(AnomalyModule):
         epochs: int = 15,
     ):
         super().__init__()
-        if variant not in VARIANTS:
-            raise UserError(f"method.variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        check_choice("method.variant", variant, VARIANTS)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.encoder = Encoder(image_size, channels, 2 * nz, ngf)  # → (μ, log σ²)

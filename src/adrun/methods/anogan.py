@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adrun.errors import UserError
+from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator
 from adrun.nets.modes import frozen
@@ -76,8 +76,7 @@ class GAN(AnomalyModule):
 
     def __init__(self, image_size: int, channels: int, nz: int, ngf: int, ndf: int, prior: str):
         super().__init__()
-        if prior not in PRIORS:
-            raise UserError(f"method.prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        check_choice("method.prior", prior, PRIORS)
         self.automatic_optimization = False  # two players, two optimisers, stepped in DCGAN's order
         self.nz, self.prior = nz, prior
         self.generator = Decoder(image_size, channels, nz, ngf)
@@ -157,10 +156,7 @@ class AnoGAN(GAN):
             raise UserError(f"method.lam (λ) must lie in [0, 1], got {lam}")
         if iterations < 0:
             raise UserError(f"method.iterations (Γ) must be ≥ 0, got {iterations}")
-        if search_optimizer not in SEARCH_OPTIMIZERS:
-            raise UserError(
-                f"method.search_optimizer must be one of {', '.join(SEARCH_OPTIMIZERS)}, got {search_optimizer!r}"
-            )
+        check_choice("method.search_optimizer", search_optimizer, SEARCH_OPTIMIZERS)
         if not isinstance(search_seed, int) or search_seed < 0:
             raise UserError(f"method.search_seed must be an integer ≥ 0, got {search_seed!r}")
         self.save_hyperparameters()

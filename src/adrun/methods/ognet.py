@@ -66,7 +66,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
 from adrun import visual
-from adrun.errors import UserError
+from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
 from adrun.nets.modes import frozen
@@ -170,10 +170,8 @@ class OGNet(AnomalyModule):
             )
         if phase2_iterations < 0:
             raise UserError(f"method.phase2_iterations must be ≥ 0, got {phase2_iterations}")
-        if d_update not in D_UPDATES:
-            raise UserError(f"method.d_update must be one of {', '.join(D_UPDATES)}, got {d_update!r}")
-        if score_map not in SCORE_MAPS:
-            raise UserError(f"method.score_map must be one of {', '.join(SCORE_MAPS)}, got {score_map!r}")
+        check_choice("method.d_update", d_update, D_UPDATES)
+        check_choice("method.score_map", score_map, SCORE_MAPS)
         self.save_hyperparameters()
         self.automatic_optimization = False  # G and D steps in phase 1, D alone in phase 2
         self.generator = Generator(channels, width)
@@ -197,11 +195,10 @@ class OGNet(AnomalyModule):
         h, epoch = self.hparams, self.current_epoch
         if epoch == h.low_epoch:
             self.generator_old.load_state_dict(self.generator.state_dict())
-        if epoch == h.high_epoch:
-            self.discriminator_phase1.load_state_dict(self.discriminator.state_dict())
         if epoch == 0:
             print(f"ognet: phase 1, epochs 0–{h.high_epoch - 1}: G and D together (G_old = G after {h.low_epoch})")
         if epoch == h.high_epoch:
+            self.discriminator_phase1.load_state_dict(self.discriminator.state_dict())
             print(
                 f"ognet: phase 2, {h.phase2_iterations} iterations from epoch {epoch}: D alone on good (X, G(X)) and "
                 "bad (G_old(X), pseudo anomalies) examples"
@@ -299,9 +296,9 @@ class OGNet(AnomalyModule):
                 "old": x.new_empty(shape),
             }
         store = self._frozen_outputs
-        new = index[~store["done"][index]]
-        if len(new):
-            fresh = x[~store["done"][index]]
+        missing = ~store["done"][index]
+        if missing.any():
+            new, fresh = index[missing], x[missing]
             with frozen(self.generator, self.generator_old):
                 store["g"][new], store["old"][new] = self.generator(fresh), self.generator_old(fresh)
             store["done"][new] = True

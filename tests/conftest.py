@@ -7,6 +7,8 @@ from hydra import compose, initialize_config_dir
 
 from adrun.cli import config_dir
 
+# Every metric results.json holds for a method without score variants on data with masks.
+METRICS_WITH_MASKS = {"image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer", "pixel_auroc", "pixel_aupro"}
 TINY = ["data=synthetic", "data.image_size=16", "method.epochs=1", "data.batch_size=8", "trainer.log_every_n_steps=1"]
 
 

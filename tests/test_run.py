@@ -6,6 +6,8 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.conftest import METRICS_WITH_MASKS
+
 EVERYTHING = {"images": 0, "scalars": 0, "tensors": 0}  # 0 = keep every record
 
 
@@ -23,15 +25,7 @@ def test_results_json(finished):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results, default=str))
     assert saved["status"] == "ok" and (saved["method"], saved["data"]) == ("ganomaly", "synthetic")
-    assert set(saved["metrics"]) == {
-        "image_auroc",
-        "image_ap",
-        "image_f1",
-        "image_eer",
-        "image_f1_eer",
-        "pixel_auroc",
-        "pixel_aupro",
-    }
+    assert set(saved["metrics"]) == METRICS_WITH_MASKS
     assert all(0 <= v <= 1 for v in saved["metrics"].values())
     assert saved["counts"] == {"train": 43, "val": 5, "test": 32, "test_anomalous": 16}
     timings = saved["timings"]

@@ -12,6 +12,7 @@ from torch import nn
 
 from adrun.errors import UserError
 from adrun.methods.anogan import AnoGAN, latent_seed
+from tests.conftest import METRICS_WITH_MASKS
 
 
 class CropCritic(nn.Module):
@@ -167,15 +168,7 @@ def test_a_tiny_run_writes_every_artefact(tiny_run):
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results, default=str))
     assert saved["method"] == "anogan" and saved["config"]["method"]["iterations"] == 3
-    assert set(saved["metrics"]) == {
-        "image_auroc",
-        "image_ap",
-        "image_f1",
-        "image_eer",
-        "image_f1_eer",
-        "pixel_auroc",
-        "pixel_aupro",
-    }
+    assert set(saved["metrics"]) == METRICS_WITH_MASKS
     assert all(0 <= v <= 1 + 1e-9 for v in saved["metrics"].values())  # AUPRO of a perfect map: 1 + rounding
     rows = list(csv.DictReader((run_dir / "scores.csv").open()))
     assert [int(r["index"]) for r in rows] == list(range(32)) and all(float(r["score"]) > 0 for r in rows)

@@ -8,4 +8,4 @@ class UserError(Exception):
 def check_choice(key: str, value, choices) -> None:
     """A key that takes one of a few named values: anything else is a UserError naming them."""
     if value not in choices:
-        raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        raise UserError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")

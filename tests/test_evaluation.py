@@ -137,6 +137,16 @@ def test_aupro_matches_its_definition():
     assert aupro(maps, masks) == pytest.approx(brute_aupro(maps, masks, PRO_MAX_FPR), abs=1e-9)
 
 
+def test_aupro_on_a_hand_computed_case_with_two_regions():
+    """One row of 13 pixels: region A (2 px, scores .9 and .5), region B (1 px, .7), ten normals (.8, then .4 … .01).
+    Thresholds from the top: .9 → PRO = mean(1/2, 0) = .25 at FPR 0; .8 → FPR .1; .7 → PRO .75; .5 → PRO 1; the FPR
+    then reaches .3 at PRO 1. Area up to .3 = .25 × .1 + 1 × .2 = .225; normalised by .3: 0.75."""
+    scores = [0.9, 0.5, 0.8, 0.7, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+    mask = [1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]  # A = pixels 0–1, B = pixel 3: not 8-connected
+    maps, masks = torch.tensor(scores).view(1, 1, 1, 13), torch.tensor(mask, dtype=torch.float).view(1, 1, 1, 13)
+    assert aupro(maps, masks) == pytest.approx(0.75, abs=1e-12)
+
+
 def test_pixel_metrics_of_a_perfect_map():
     masks = torch.zeros(2, 1, 8, 8)
     masks[1, 0, 2:4, 2:4] = 1

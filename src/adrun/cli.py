@@ -26,6 +26,7 @@ QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*GPU available but not used.*",
     ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ".*module\\(s\\) in eval mode at the start of training.*",  # frozen networks (teachers, G_old) are on purpose
 )
 
 
@@ -108,6 +109,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             "test_anomalous": int(outputs.labels.sum()),
         },
         "timings": {"fit_s": fit_seconds, **timer.rates()},
+        "method_notes": module.method_notes(),
         "overrides": list(HydraConfig.get().overrides.task) if hydra_run else [],
         "versions": evaluation.versions(),
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -32,6 +32,10 @@ class AnomalyModule(pl.LightningModule):
         evaluated by its image AUROC (`image_auroc_<name>`) and written to scores.csv (`score_<name>`)."""
         return *self.score(batch), {}
 
+    def method_notes(self) -> dict:
+        """Facts about how this run's model came to be that results.json should keep (e.g. how a teacher trained)."""
+        return {}
+
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor | None:
         """The method's reconstruction of `images`, where it has one (shown beside the score map)."""
         return None

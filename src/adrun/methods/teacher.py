@@ -146,7 +146,8 @@ def resnet_input(patches: torch.Tensor, size: int | None) -> torch.Tensor:
 def train_teacher(
     net: PatchNet, images: torch.Tensor, settings: TeacherSettings, resnet: nn.Module | None, log=None
 ) -> dict[str, float]:
-    """Train `net` in place on patches of `images`; `log(step, losses)` every 50 steps. Returns the final losses."""
+    """Train `net` in place on patches of `images`; `log(step, losses)` every 50 steps, a progress line every tenth of
+    the steps. Returns the final losses."""
     generator = torch.Generator().manual_seed(settings.seed)
     sampler = PatchSampler(images, settings, generator)
     device = next(net.parameters()).device
@@ -156,6 +157,7 @@ def train_teacher(
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     net.train()
     losses: dict[str, torch.Tensor] = {}
+    start, tenth = time.perf_counter(), max(settings.iterations // 10, 1)
     for step in range(settings.iterations):
         anchors, positives, negatives = (x.to(device) for x in sampler.batch())
         descriptors = net(anchors)
@@ -173,6 +175,11 @@ def train_teacher(
         optimizer.step()
         if log is not None and (step % 50 == 0 or step == settings.iterations - 1):
             log(step, {"loss": total.item()} | {name: value.item() for name, value in losses.items()})
+        if (step + 1) % tenth == 0:
+            print(
+                f"students: teacher p={settings.patch_size} step {step + 1}/{settings.iterations} · loss "
+                f"{total.item():.4g} · {time.perf_counter() - start:.0f} s"
+            )
     net.eval()
     return {name: value.item() for name, value in losses.items()}
 

@@ -139,7 +139,9 @@ def tiny_students(tmp_path_factory):
 def test_a_tiny_run_writes_pixel_metrics_and_how_the_teacher_was_made(tiny_students):
     results, run_dir, _ = tiny_students
     saved = json.loads((run_dir / "results.json").read_text())
-    assert set(saved["metrics"]) == METRICS_WITH_MASKS and saved == json.loads(json.dumps(results, default=str))
+    variants = {"image_auroc_mean", "image_auroc_error", "image_auroc_variance"}
+    assert set(saved["metrics"]) == METRICS_WITH_MASKS | variants
+    assert saved == json.loads(json.dumps(results, default=str))
     assert all(0 <= value <= 1 for value in saved["metrics"].values())
     (teacher,) = saved["method_notes"]["teachers"]
     assert teacher["patch_size"] == 17 and teacher["distillation"] is False and teacher["lambda_m"] == 1.0
@@ -179,5 +181,9 @@ def test_score_map_is_the_standardised_sum_averaged_over_scales_and_the_image_sc
         expected += ((e - e_mean) / e_std + (v - v_mean) / v_std) / 2
     assert maps.shape == (2, 1, 24, 24) and torch.allclose(maps[:, 0], expected, atol=1e-5)
     assert torch.equal(scores, maps.amax((1, 2, 3)))
+    _, _, variants = module.score_with_variants({"image": images})
+    assert torch.allclose(variants["mean"], maps.mean((1, 2, 3)))
+    error_map, variance_map = module.standardised_maps(images)
+    assert torch.allclose(error_map + variance_map, maps) and torch.equal(variants["error"], error_map.amax((1, 2, 3)))
     module.hparams.image_score = "mean"
     assert torch.allclose(module.score({"image": images})[0], maps.mean((1, 2, 3)))

@@ -223,13 +223,35 @@ class Students(AnomalyModule):
         self.log("val/error_mean", mean[:, 0].mean().float())
         self.log("val/variance_mean", mean[:, 1].mean().float())
 
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = batch["image"]
-        maps = images.new_zeros(len(images), *images.shape[-2:])
+    def standardised_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ẽ and ṽ averaged over the scales, [B, 1, H, W] each."""
+        error_map = images.new_zeros(len(images), *images.shape[-2:])
+        variance_map = torch.zeros_like(error_map)
         for scale in range(len(self.patch_sizes)):
             error, variance = self.error_and_variance(scale, images)
             (e_mean, e_std), (v_mean, v_std) = self.error_stats[scale], self.variance_stats[scale]
-            maps += (error - e_mean) / e_std + (variance - v_mean) / v_std
-        maps = (maps / len(self.patch_sizes)).unsqueeze(1)
-        scores = maps.amax((1, 2, 3)) if self.hparams.image_score == "max" else maps.mean((1, 2, 3))
+            error_map += (error - e_mean) / e_std
+            variance_map += (variance - v_mean) / v_std
+        return (error_map / len(self.patch_sizes)).unsqueeze(1), (variance_map / len(self.patch_sizes)).unsqueeze(1)
+
+    def image_scores(self, maps: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
+        return maps.amax((1, 2, 3)) if (reduction or self.hparams.image_score) == "max" else maps.mean((1, 2, 3))
+
+    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, maps, _ = self.score_with_variants(batch)
         return scores, maps
+
+    def score_with_variants(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The score, and beside it (same maps, no extra pass): the other image reduction of the map, and ẽ and ṽ
+        alone (the paper's ablation of the two terms)."""
+        error_map, variance_map = self.standardised_maps(batch["image"])
+        maps = error_map + variance_map
+        other = "mean" if self.hparams.image_score == "max" else "max"
+        variants = {
+            other: self.image_scores(maps, other),
+            "error": self.image_scores(error_map),
+            "variance": self.image_scores(variance_map),
+        }
+        return self.image_scores(maps), maps, variants

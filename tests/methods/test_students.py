@@ -56,6 +56,10 @@ def test_teacher_losses_on_hand_made_descriptors():
     assert compactness_loss(a).item() == pytest.approx(2.0)  # c_12 + c_21
     b = torch.tensor([[1.0, -1.0], [2.0, -2.0], [3.0, -3.0]])
     assert compactness_loss(b).item() == pytest.approx(-2.0)
+    assert compactness_loss(b, "squared").item() == pytest.approx(2.0)  # (−1)² + (−1)²
+    generator = torch.Generator().manual_seed(0)
+    independent = torch.randn(4096, 3, generator=generator)  # nearly uncorrelated: both forms near 0
+    assert abs(compactness_loss(independent).item()) < 0.1 and compactness_loss(independent, "squared").item() < 0.01
     anchor, positive = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])  # δ⁺ = 1
     negative = torch.tensor([[0.0, 2.0]])  # ‖a − n‖² = 4, ‖p − n‖² = 5 → δ⁻ = 4
     assert triplet_loss(anchor, positive, negative, margin=1.0).item() == pytest.approx(0.0)  # max(0, 1 + 1 − 4)

@@ -33,6 +33,7 @@ from adrun.nets.patch import ARCHITECTURES, DESCRIPTOR, PatchNet
 
 IMAGE_SCORES = ("max", "mean")
 PAD_MODES = ("reflect", "replicate", "constant")
+COMPACTNESS = ("signed", "squared")
 TEACHER_SOURCE_MAX = 10_000  # images sampled (seeded) from a teacher_source folder
 
 
@@ -67,6 +68,7 @@ class Students(AnomalyModule):
         lambda_k: float = 1.0,
         lambda_m: float = 0.0,
         lambda_c: float = 1.0,
+        compactness: str = "signed",
         triplet_margin: float = 1.0,
         triplet_shift: int = 2,
         triplet_luminance: float = 0.1,
@@ -82,6 +84,7 @@ class Students(AnomalyModule):
             raise UserError("method.patch_sizes needs at least one patch size and method.students at least 1")
         check_choice("method.image_score", image_score, IMAGE_SCORES)
         check_choice("method.pad_mode", pad_mode, PAD_MODES)
+        check_choice("method.compactness", compactness, COMPACTNESS)
         self.save_hyperparameters()
         self.patch_sizes = patch_sizes
         self.teachers = nn.ModuleList(PatchNet(p, channels, pad_mode) for p in patch_sizes)
@@ -127,6 +130,7 @@ class Students(AnomalyModule):
                 lambda_k=h.lambda_k,
                 lambda_m=h.lambda_m,
                 lambda_c=h.lambda_c,
+                compactness=h.compactness,
                 margin=h.triplet_margin,
                 shift=h.triplet_shift,
                 luminance=h.triplet_luminance,

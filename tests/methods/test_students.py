@@ -152,6 +152,14 @@ def test_a_tiny_run_writes_pixel_metrics_and_how_the_teacher_was_made(tiny_stude
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "scores.csv").is_file()
 
 
+def test_a_second_run_with_the_same_settings_loads_the_cached_teacher_and_scores_the_same(tiny_students, tmp_path):
+    results, _, cfg = tiny_students
+    again = run(cfg, run_dir=tmp_path / "again")
+    (first,), (second,) = results["method_notes"]["teachers"], again["method_notes"]["teachers"]
+    assert first["trained_now"] and not second["trained_now"] and second["file"] == first["file"]
+    assert again["metrics"] == results["metrics"]
+
+
 def test_score_statistics_come_from_the_validation_normals(tiny_students):
     """The checkpoint's (mean, std) of e and v equal those over every pixel of the validation set, recomputed here,
     and differ from those over the test normals."""

@@ -206,6 +206,22 @@ def obtain_teacher(
     settings: TeacherSettings,
     resnet18: str,
     cache: str | None,
+    device: torch.device | str,
+    log=None,
+) -> tuple[PatchNet, dict]:
+    """A trained teacher (see `_obtain_teacher`), made without touching the caller's random state: a run goes on
+    identically whether its teacher was trained now or loaded from the cache."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _obtain_teacher(channels, images, settings, resnet18, cache, device, log)
+
+
+def _obtain_teacher(
+    channels: int,
+    images: torch.Tensor,
+    settings: TeacherSettings,
+    resnet18: str,
+    cache: str | None,
     device: torch.device,
     log=None,
 ) -> tuple[PatchNet, dict]:

@@ -155,7 +155,7 @@ def train_teacher(
     net: PatchNet, images: torch.Tensor, settings: TeacherSettings, resnet: nn.Module | None, log=None
 ) -> dict[str, float]:
     """Train `net` in place on patches of `images`; `log(step, losses)` every 50 steps, a progress line every tenth of
-    the steps. Returns the final losses."""
+    the steps (from 10 steps on). Returns the final losses."""
     generator = torch.Generator().manual_seed(settings.seed)
     sampler = PatchSampler(images, settings, generator)
     device = next(net.parameters()).device
@@ -183,7 +183,7 @@ def train_teacher(
         optimizer.step()
         if log is not None and (step % 50 == 0 or step == settings.iterations - 1):
             log(step, {"loss": total.item()} | {name: value.item() for name, value in losses.items()})
-        if (step + 1) % tenth == 0:
+        if settings.iterations >= 10 and (step + 1) % tenth == 0:
             print(
                 f"students: teacher p={settings.patch_size} step {step + 1}/{settings.iterations} · loss "
                 f"{total.item():.4g} · {time.perf_counter() - start:.0f} s"

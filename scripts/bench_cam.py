@@ -9,22 +9,13 @@ on an Nvidia Titan X. Each timing is the best of REPEATS runs. Prints a markdown
 """
 
 import argparse
-import time
 
 import torch
 
 from adrun.methods.ada import ADA
+from adrun.timing import best_seconds
 
 REPEATS = 3
-
-
-def best_seconds(fn) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def rows(size: int, images: int) -> list[str]:
@@ -39,8 +30,8 @@ def rows(size: int, images: int) -> list[str]:
             "whole score": lambda xs, xh: model.score({"image": xs}),
         }
         for what, job in jobs.items():
-            batched = best_seconds(lambda job=job: job(x, x_hat)) / images
-            single = best_seconds(lambda job=job: [job(x[i : i + 1], x_hat[i : i + 1]) for i in range(n)]) / n
+            batched = best_seconds(lambda job=job: job(x, x_hat), REPEATS) / images
+            single = best_seconds(lambda job=job: [job(x[i : i + 1], x_hat[i : i + 1]) for i in range(n)], REPEATS) / n
             out.append(f"| {size} | {what} | {1e3 * batched:.3f} | {1e3 * single:.3f} | {single / batched:.1f}× |")
     return out
 

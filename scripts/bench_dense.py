@@ -16,18 +16,10 @@ import time
 import torch
 
 from adrun.nets.patch import PatchNet
+from adrun.timing import best_seconds
 
 REPEATS = 3
 BATCH = 512
-
-
-def best_seconds(fn) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def patchwise(net: PatchNet, padded: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -46,7 +38,7 @@ def row(p: int, size: int, channels: int, sample: int | None) -> str:
     image = torch.rand(1, channels, size, size) * 2 - 1
     with torch.no_grad():
         dense = net.dense(image)
-        dense_s = best_seconds(lambda: net.dense(image))
+        dense_s = best_seconds(lambda: net.dense(image), REPEATS)
         grid = torch.cartesian_prod(torch.arange(size), torch.arange(size))
         positions = grid if sample is None else grid[torch.randperm(len(grid))[:sample]]
         padded = net.pad(image)

@@ -12,28 +12,19 @@ Each figure is the best of REPEATS timed steps after one warm-up. Prints a markd
 """
 
 import argparse
-import time
 
 import torch
 
 from adrun.methods.students import Students
 from adrun.methods.teacher import TeacherSettings, load_resnet18, train_teacher
+from adrun.nets.patch import PatchNet
+from adrun.timing import best_seconds
 
 REPEATS = 3
 
 
-def best_seconds(fn) -> float:
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def teacher_rate(p: int, channels: int, batch: int, kd: bool) -> float:
-    net = Students(p + 8, channels, patch_sizes=[p], students=1).teachers[0]
+    net = PatchNet(p, channels)
     images = torch.randint(0, 256, (8, channels, 64, 64), dtype=torch.uint8)
     settings = TeacherSettings(patch_size=p, iterations=1, batch_size=batch, lambda_m=0.0 if kd else 1.0)
     resnet = None
@@ -43,7 +34,7 @@ def teacher_rate(p: int, channels: int, batch: int, kd: bool) -> float:
         resnet = resnet18()
         resnet.fc = torch.nn.Identity()
         resnet.eval().requires_grad_(False)
-    return batch / best_seconds(lambda: train_teacher(net, images, settings, resnet))
+    return batch / best_seconds(lambda: train_teacher(net, images, settings, resnet), REPEATS, warmup=True)
 
 
 def student_rates(p: int, size: int, channels: int, students: int, batch: int) -> tuple[float, float]:
@@ -59,10 +50,10 @@ def student_rates(p: int, size: int, channels: int, students: int, batch: int) -
         optimizer.step()
 
     module.log = lambda *args, **kwargs: None  # no Trainer here
-    train = batch / best_seconds(step)
+    train = batch / best_seconds(step, REPEATS, warmup=True)
     module.eval()
     with torch.no_grad():
-        score = batch / best_seconds(lambda: module.score(batch_dict))
+        score = batch / best_seconds(lambda: module.score(batch_dict), REPEATS, warmup=True)
     return train, score
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from adrun.errors import UserError
 from adrun.nets.modes import frozen
-from adrun.nets.patch import DESCRIPTOR, PatchNet
+from adrun.nets.patch import DESCRIPTOR, PatchNet, pad_for_patches
 
 RESNET_FEATURE = 512  # ResNet-18's pooled feature
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,8 +116,7 @@ class PatchSampler:
     def __init__(self, images: torch.Tensor, settings: TeacherSettings, generator: torch.Generator):
         if len(images) < 2:
             raise UserError("the teacher needs at least two source images (negatives come from another image)")
-        padder = PatchNet(settings.patch_size, images.shape[1], settings.pad_mode)
-        self.images = padder.pad(images.float().div(127.5).sub(1.0))
+        self.images = pad_for_patches(images.float().div(127.5).sub(1.0), settings.patch_size, settings.pad_mode)
         self.settings, self.generator = settings, generator
         self.height, self.width = images.shape[-2:]
 

@@ -34,6 +34,17 @@ ARCHITECTURES = {  # (kernel, output channels) per convolution, POOL for a 2×2/
 }
 
 
+def pad_for_patches(images: torch.Tensor, patch_size: int, mode: str) -> torch.Tensor:
+    """The images padded by (p − 1)/2 on each side (F.pad's `mode`), so every pixel is the centre of a p×p window."""
+    border = (patch_size - 1) // 2
+    if mode == "reflect" and border >= min(images.shape[-2:]):
+        raise UserError(
+            f"images of {images.shape[-1]} px are too small to reflect-pad for p = {patch_size}; "
+            "use larger images, a smaller patch size, or method.pad_mode=replicate"
+        )
+    return F.pad(images, (border,) * 4, mode=mode)
+
+
 class PatchNet(nn.Module):
     def __init__(self, patch_size: int, channels: int, pad_mode: str = "reflect"):
         super().__init__()
@@ -67,14 +78,7 @@ class PatchNet(nn.Module):
         return field
 
     def pad(self, images: torch.Tensor) -> torch.Tensor:
-        """The image padded by (p − 1)/2 on each side, so every pixel is the centre of a p×p window."""
-        border = (self.patch_size - 1) // 2
-        if self.pad_mode == "reflect" and border >= min(images.shape[-2:]):
-            raise UserError(
-                f"images of {images.shape[-1]} px are too small to reflect-pad for p = {self.patch_size}; "
-                "use larger images, a smaller patch size, or method.pad_mode=replicate"
-            )
-        return F.pad(images, (border,) * 4, mode=self.pad_mode)
+        return pad_for_patches(images, self.patch_size, self.pad_mode)
 
     def dense(self, images: torch.Tensor) -> torch.Tensor:
         """The descriptor of the p×p patch centred on every pixel: [B, C, H, W] → [B, 128, H, W], one pass."""

@@ -44,6 +44,7 @@ def group_choice(node: DictConfig) -> str:
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Train, test and log one method on one dataset; returns what results.json holds."""
     import pytorch_lightning as pl
+    import torch
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -63,6 +64,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed must be an integer, got {cfg.seed!r}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # downloads where asked, before setup reads the files
     datamodule.setup("fit")
@@ -163,6 +166,8 @@ def one_line(error: BaseException) -> str | None:
         parent = str(key_error.full_key).rpartition(".")[0]
         hint = f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
         return f"unknown key '{key_error.full_key}'{hint}; `adrun --cfg job` lists every key"
+    if isinstance(error, OSError) and error.filename:  # the environment's fault: a dir that cannot be made or written
+        return f"cannot use {error.filename}: {error.strerror}"
     if isinstance(error, ConfigCompositionException | OverrideParseException | InstantiationException):
         return " ".join(str(error).split())
     return None

@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import adrun.resolvers  # noqa: F401  (registers ${adrun.cpus:} and co. for conf/launcher/)
 from adrun.errors import UserError
 
 QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets or to our fixed layout
@@ -153,6 +154,9 @@ def one_line(error: BaseException) -> str | None:
         if isinstance(cause, UserError):
             return str(cause)
         cause = cause.__cause__ or cause.__context__
+    if isinstance(error, MissingConfigException) and (error.missing_cfg_file or "").startswith("hydra/launcher/"):
+        plugin = error.missing_cfg_file.rsplit("/", 1)[1]  # launcher=local|slurm without its Hydra plugin
+        return f'the {plugin} launcher is not installed; pip install -e ".[cluster]" (Hydra\'s launcher plugins)'
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" in error.missing_cfg_file:
         group, name = error.missing_cfg_file.split("/", 1)
         options = ", ".join(error.options or [])

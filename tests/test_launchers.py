@@ -1,0 +1,98 @@
+"""Sweeps through Hydra's launcher plugins (conf/launcher/): parallel jobs on one machine, and SLURM through submitit,
+whose local executor runs the same submission path without a cluster."""
+
+import csv
+import json
+
+import pytest
+import yaml
+from hydra.errors import MissingConfigException
+
+from adrun.cli import one_line
+from adrun.resolvers import threads_per_job
+from tests.test_cli import adrun
+
+TINY = ("method.epochs=1", "data.batch_size=32", "trainer.log_every_n_steps=1")
+
+
+def job_results(sweep_dir, jobs: int) -> list[dict]:
+    results = [json.loads((sweep_dir / str(job) / "results.json").read_text()) for job in range(jobs)]
+    assert [r["status"] for r in results] == ["ok"] * jobs
+    return results
+
+
+def test_local_runs_the_jobs_side_by_side_and_shares_the_cores(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = adrun(
+        "-m",
+        "launcher=local",
+        "launcher.n_jobs=2",
+        "data=synthetic",
+        "data.image_size=16",
+        "data.normal_class=0,1",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
+    results = job_results(sweep, 2)
+    assert {r["config"]["threads"] for r in results} == {threads_per_job(2)}
+    assert {r["config"]["hardware"]["num_workers"] for r in results} == {0}
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["data.normal_class"] for r in rows] == ["0", "1", "mean of 2"]
+    assert (sweep / "summary.md").is_file()
+
+
+def test_slurm_local_submits_a_job_per_class_and_writes_the_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = adrun(
+        "-m",
+        "launcher=slurm_local",
+        "data=digits",
+        "data.normal_class=0,1,2",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    job_results(sweep, 3)
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "mean"]
+    aurocs = [float(r["image_auroc"]) for r in rows]
+    assert aurocs[3] == pytest.approx(sum(aurocs[:3]) / 3)
+    markdown = (sweep / "summary.md").read_text()
+    assert "| mean | mean of 3 |" in markdown
+    # submitit's own folder (pickled jobs, each job's stdout and stderr) lies inside the sweep dir, not in cwd
+    assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
+
+
+def test_slurm_puts_the_cluster_keys_into_the_launcher_without_submitting(tmp_path):
+    keys = ("launcher.partition=gpu", "launcher.gpus_per_node=4", "launcher.timeout_min=720", "hydra.launcher.nodes=2")
+    out = adrun("--cfg", "all", "--resolve", "launcher=slurm", *keys, f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cfg = yaml.safe_load(out.stdout)
+    launcher = cfg["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher["partition"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == ("gpu", 4, 4)
+    assert (launcher["timeout_min"], launcher["nodes"], launcher["cpus_per_task"]) == (720, 2, 8)
+    assert launcher["submitit_folder"] == f"{tmp_path}/sweep/.submitit/%j"
+    # the job follows what is submitted: one DDP rank per task, on every node
+    trainer = cfg["hardware"]["trainer"]
+    assert (trainer["accelerator"], trainer["devices"], trainer["num_nodes"]) == ("gpu", 4, 2)
+    assert cfg["threads"] == 8
+    assert list(tmp_path.iterdir()) == []  # composing submits nothing and writes nothing
+
+
+def test_a_missing_launcher_plugin_is_one_line_naming_the_extra():
+    error = MissingConfigException("Could not find 'hydra/launcher/joblib'", "hydra/launcher/joblib", ["basic"])
+    message = one_line(error)
+    assert message is not None and "\n" not in message
+    assert "joblib" in message and 'pip install -e ".[cluster]"' in message
+
+
+@pytest.mark.parametrize(("n_jobs", "cores", "threads"), [(2, 2, 1), (3, 16, 5), (-1, 8, 1), (-2, 8, 1), (32, 4, 1)])
+def test_threads_per_job_shares_the_cores(monkeypatch, n_jobs, cores, threads):
+    monkeypatch.setattr("adrun.resolvers.usable_cpus", lambda: cores)
+    assert threads_per_job(n_jobs) == threads

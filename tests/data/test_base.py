@@ -14,6 +14,7 @@ from adrun.data.fashion_mnist import FashionMNIST
 from adrun.data.mnist import FILES, MNIST
 from adrun.data.synthetic import Synthetic
 from adrun.errors import UserError
+from tests.conftest import one_line_error
 
 
 def digits(**kwargs):
@@ -133,6 +134,25 @@ def test_a_missing_root_names_the_files_and_where_to_get_them(tmp_path):
         MNIST(root=str(tmp_path / "nowhere"), image_size=32, channels=1)
     message = str(error.value)
     assert "\n" not in message and FILES[0] in message and "yann.lecun.com" in message and "download" in message
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_truncated_idx_file_is_named_and_poisons_no_cache(tmp_path, compress):
+    write_mnist(tmp_path / "idx", compress=compress)
+    name = "t10k-images-idx3-ubyte" + (".gz" if compress else "")
+    path = tmp_path / "idx" / name
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+
+    def make():
+        return MNIST(root=str(tmp_path / "idx"), cache_dir=str(tmp_path / "cache"), image_size=16, channels=1)
+
+    message = one_line_error(make)
+    assert str(path) in message and "download it again" in message
+    path.write_bytes(whole)  # fetched again: the same cache now serves the whole file
+    module = make()
+    module.setup()
+    assert len(module.test_set) == 30
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])

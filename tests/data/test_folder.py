@@ -183,6 +183,20 @@ def test_an_empty_anomaly_folder_is_refused(tmp_path):
     assert f"{root / 'test' / 'dent'} holds no images" in message
 
 
+def test_a_folder_of_folders_is_pointed_one_level_down(tmp_path):
+    root = write_folders(tmp_path / "parts")
+    message = one_line_error(
+        lambda: Folder(
+            train_dir=str(root / "train"),
+            test_normal_dir=str(root / "test" / "good"),
+            test_anomaly_dirs=[str(root / "test" / "dent")],
+            image_size=SIZE,
+            channels=3,
+        )
+    )
+    assert f"data.train_dir {root / 'train'} holds folders (good) but no images" in message
+
+
 def test_a_corrupt_image_is_named(tmp_path):
     root = write_folders(tmp_path / "parts")
     bad = root / "test" / "scratch" / "s1.jpg"

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from adrun.data.base import AnomalyDataModule, Split
-from adrun.data.images import decode_all, list_images
+from adrun.data.images import decode_all, list_dirs, list_images
 from adrun.errors import UserError
 
 LAYOUT = (
@@ -87,6 +87,12 @@ class Folder(AnomalyDataModule):
         if not folder.is_dir():
             raise UserError(f"data.{key} {folder} is missing; {LAYOUT}; {EXAMPLE}")
         images = list_images(folder)
+        if not images and (inside := [d.name for d in list_dirs(folder)]):  # pointed one level too high
+            shown = ", ".join(inside[:3]) + (", …" if len(inside) > 3 else "")
+            raise UserError(
+                f"data.{key} {folder} holds folders ({shown}) but no images; point data.{key} at the folder that "
+                f"holds the images; {LAYOUT}"
+            )
         if not images:
             raise UserError(f"data.{key} {folder} holds no images (.png, .jpg, .tif, .bmp); {LAYOUT}")
         return images

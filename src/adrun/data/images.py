@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,8 @@ from adrun.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DECODE_THREADS = 8
+# PIL warns of damaged metadata (two lines on stderr, no file name); a file it cannot decode is named by `decode`
+warnings.filterwarnings("ignore", ".*corrupt EXIF", UserWarning, "PIL")
 
 
 def visible(path: Path) -> bool:
@@ -41,7 +44,7 @@ def decode(path: Path, size: int, channels: int, mask: bool = False) -> torch.Te
             resample = Image.Resampling.NEAREST if mask else Image.Resampling.BILINEAR
             image = image.resize((size, size), resample, reducing_gap=None) if image.size != (size, size) else image
             array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+    except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as error:
         raise UserError(f"cannot read image {path}: {error}; replace or remove the file") from error
     tensor = torch.from_numpy(array.copy())
     tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)

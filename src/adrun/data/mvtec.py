@@ -71,6 +71,12 @@ class MVTecAD(AnomalyDataModule):
 
     def require(self, *paths: Path) -> None:
         """Fail with the layout and where the data is published, naming the first missing path (root first)."""
+        if not self.folder.is_dir() and (self.root / "train").is_dir():
+            raise UserError(
+                f"data.root={self.root} is itself a category folder (it holds train/), but data.root is the folder "
+                f"that holds the categories: set data.root={self.root.parent} data.category={self.root.name}; "
+                f"expected {LAYOUT}"
+            )
         for path in paths:
             for part in (*reversed(path.relative_to(self.root).parents), path.relative_to(self.root)):
                 if not (self.root / part).is_dir():

@@ -153,9 +153,12 @@ def compute_metrics(outputs: TestOutputs) -> dict[str, float]:
 def write_atomically(path: Path, write: Callable) -> None:
     """Write through a temporary file and rename, so a half-written file never looks like a result."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_scores(path: Path, outputs: TestOutputs, sample_id: Callable[[int], str]) -> None:

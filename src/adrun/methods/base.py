@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from adrun import visual
 from adrun.evaluation import TestOutputs, compute_metrics, unit_ranks
+from adrun.methods.losses import check_finite
 
 EXTREMES = 8  # the test grid shows this many most and as many least anomalous samples
 VARIANT = "variant:"  # the prefix of a score variant's column while a test pass collects
@@ -40,6 +41,28 @@ class AnomalyModule(pl.LightningModule):
         """The method's reconstruction of `images`, where it has one (shown beside the score map)."""
         return None
 
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        """Lightning's `log`, and during training a stop at the first non-finite loss term (every method logs its
+        terms; `log_dict` comes through here too)."""
+        if self._trainer is not None and self.trainer.training and torch.is_tensor(value) and not self._in_log_dict:
+            self.check_finite({name: value})
+        super().log(name, value, *args, **kwargs)
+
+    _in_log_dict = False
+
+    def log_dict(self, dictionary, *args, **kwargs) -> None:
+        if self._trainer is not None and self.trainer.training:
+            self.check_finite(dictionary)  # one check (one device sync) for all the terms, before each is logged
+        self._in_log_dict = True
+        try:
+            super().log_dict(dictionary, *args, **kwargs)
+        finally:
+            self._in_log_dict = False
+
+    def check_finite(self, terms: dict) -> None:
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        check_finite(terms, f"at epoch {self.current_epoch}, batch {epoch_loop.batch_idx}")
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         scores, _ = self.score(batch)
         self.log("val/score_mean", scores.mean(), batch_size=len(scores))
@@ -57,14 +80,18 @@ class AnomalyModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         columns = {key: torch.cat([row[key] for row in self._collected]) for key in self._collected[0]}
+        columns = every_rank(columns)
         order = columns["index"].argsort()
         columns = {key: value[order] for key, value in columns.items()}
+        first = torch.ones_like(columns["index"], dtype=torch.bool)  # DDP's sampler repeats samples to even out ranks
+        first[1:] = columns["index"][1:] != columns["index"][:-1]
+        columns = {key: value[first] for key, value in columns.items()}
         variants = {key.removeprefix(VARIANT): columns.pop(key) for key in list(columns) if key.startswith(VARIANT)}
         self.test_outputs = TestOutputs(**columns, variants=variants)
         self._collected = []
         self.test_metrics = compute_metrics(self.test_outputs)
-        self.log_dict({f"test/{key}": value for key, value in self.test_metrics.items()})
-        if isinstance(self.logger, TensorBoardLogger):
+        self.log_dict({f"test/{key}": value for key, value in self.test_metrics.items()}, rank_zero_only=True)
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
             self.log_test_figures(self.logger.experiment, self.test_outputs)
 
     def log_test_figures(self, writer, outputs: TestOutputs) -> None:
@@ -80,3 +107,12 @@ class AnomalyModule(pl.LightningModule):
         grid = visual.extremes_grid(batch["image"], self.reconstruct(batch["image"]), maps.float(), masks, per_block)
         writer.add_image("test/most_and_least_anomalous", grid, self.global_step)
         writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), self.global_step)
+
+
+def every_rank(columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Under DDP, each rank's test columns joined (every rank gets all of them; any backend, any sizes); else as is."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return columns
+    gathered: list[dict[str, torch.Tensor] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, columns)
+    return {key: torch.cat([part[key] for part in gathered]) for key in columns}

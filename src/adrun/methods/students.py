@@ -87,7 +87,9 @@ class Students(AnomalyModule):
         check_choice("method.compactness", compactness, COMPACTNESS)
         self.save_hyperparameters()
         self.patch_sizes = patch_sizes
-        self.teachers = nn.ModuleList(PatchNet(p, channels, pad_mode) for p in patch_sizes)
+        # Frozen from the start (trained apart, then copied in): DDP, which wraps the module before on_fit_start, must
+        # not wait for gradients that never come.
+        self.teachers = nn.ModuleList(PatchNet(p, channels, pad_mode) for p in patch_sizes).requires_grad_(False)
         self.students = nn.ModuleList(
             nn.ModuleList(PatchNet(p, channels, pad_mode) for _ in range(students)) for p in patch_sizes
         )
@@ -216,7 +218,8 @@ class Students(AnomalyModule):
                 self._val_sums[scale, which] += torch.stack(moments)
 
     def on_validation_epoch_end(self) -> None:
-        count, total, squares = self._val_sums.unbind(-1)
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")  # under DDP: every rank's pixels
+        count, total, squares = sums.unbind(-1)
         if (count == 0).any():
             return
         mean = total / count

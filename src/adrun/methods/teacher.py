@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adrun.errors import UserError
+from adrun.methods.losses import check_finite
 from adrun.nets.modes import frozen
 from adrun.nets.patch import DESCRIPTOR, PatchNet, pad_for_patches
 
@@ -180,6 +181,8 @@ def train_teacher(
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
+        if step % 50 == 0 or step == settings.iterations - 1:
+            check_finite({"loss": total, **losses}, f"in teacher p={settings.patch_size}'s step {step + 1}")
         if log is not None and (step % 50 == 0 or step == settings.iterations - 1):
             log(step, {"loss": total.item()} | {name: value.item() for name, value in losses.items()})
         if settings.iterations >= 10 and (step + 1) % tenth == 0:

@@ -13,7 +13,8 @@ def test_help_lists_the_groups():
     assert out.returncode == 0
     listing = out.stdout.split("== Config ==")[0].splitlines()
     groups = dict(line.split(": ", 1) for line in listing if line.startswith(("method: ", "data: ", "hardware: ")))
-    assert "ganomaly" in groups["method"].split(", ") and groups["hardware"] == "cpu, gpu"
+    assert "ganomaly" in groups["method"].split(", ")
+    assert groups["hardware"] == "cpu, cpu_ddp, gpu, multi_gpu, multi_node"
     assert {"digits", "mnist", "fashion_mnist", "cifar10", "caltech256", "ped2", "mvtec", "oct", "folder"} <= set(
         groups["data"].split(", ")
     )

@@ -38,8 +38,18 @@ def empty_normal_folder(tmp_path):
     (tmp_path / "parts" / "train" / "good" / "notes.txt").write_text("not an image")
 
 
-# The issue's list of bad inputs, one row each (still to come: a checkpoint whose channels differ from the data's, a
-# missing checkpoint, a NaN loss). Each must fail before training, except the NaN loss.
+def grey_checkpoint(tmp_path):
+    """A real run on the digits (1 channel, 16 px): its checkpoints/last.ckpt, for data with 3 channels."""
+    from adrun.cli import run
+    from tests.conftest import composed
+
+    run(
+        composed("data.image_size=16", "method.epochs=1", f"data.cache_dir={tmp_path}/cache"), run_dir=tmp_path / "grey"
+    )
+    (tmp_path / "grey" / "results.json").unlink()  # only the checkpoint is wanted here; the test looks for results
+
+
+# The issue's list of bad inputs, one row each. Each must fail before training, except the NaN loss.
 BAD = {
     "unknown method": (None, ["method=foo"], "unknown method 'foo'; choose one of: ada, anogan, "),
     "unknown data": (None, ["data=bar"], "unknown data 'bar'; choose one of: caltech256, cifar10, digits"),
@@ -68,6 +78,17 @@ BAD = {
         lambda tmp_path: (tmp_path / "taken").write_text("a file, not a folder"),
         ["hydra.run.dir=taken/run"],
         "cannot use taken/run: Not a directory",
+    ),
+    "channel mismatch between data and checkpoint": (
+        grey_checkpoint,
+        ["ckpt=grey", "data.channels=3"],
+        "checkpoint grey/checkpoints/last.ckpt was trained on 1-channel 16 px images; the data give 3-channel 16 px",
+    ),
+    "missing checkpoint": (None, ["ckpt=nowhere/last.ckpt"], "ckpt=nowhere/last.ckpt: no checkpoint there"),
+    "NaN loss": (
+        None,
+        ["data=synthetic", "method.lr=1e12"],
+        "non-finite loss: train/loss_g = nan at epoch 0, batch 1; training stopped, the last good checkpoint is kept",
     ),
 }
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets
     ".*GPU available but not used.*",
     ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
     ".*module\\(s\\) in eval mode at the start of training.*",  # frozen networks (teachers, G_old) are on purpose
+    ".*During `trainer.test\\(\\)`, it is recommended to use `Trainer\\(devices=1.*",  # tests gather and drop repeats
 )
 
 
@@ -43,66 +45,142 @@ def group_choice(node: DictConfig) -> str:
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
-    """Train, test and log one method on one dataset; returns what results.json holds."""
-    import pytorch_lightning as pl
-    import torch
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import TensorBoardLogger
+    """Train, test and log one method on one dataset; returns what results.json holds.
 
-    from adrun import evaluation
-    from adrun.timing import Timer
+    results.json says `started` while the run is on, `ok` with the metrics at the end, or `failed` with the error (which
+    is then raised again): a killed or failed run never looks like a result. Under DDP only rank 0 writes.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from adrun import ddp, evaluation, resume
 
     for pattern in QUIET:
         warnings.filterwarnings("ignore", pattern)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    hydra_run = HydraConfig.initialized()
     if run_dir is None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    writes = ddp.global_rank() == 0
+    if cfg.resume and (done := resume.finished_results(run_dir)) is not None:
+        resume.check_same_config(cfg, run_dir)
+        if writes:
+            print(f"resume=true: {run_dir} finished before (image AUROC {done['metrics'].get('image_auroc')}); skipped")
+        return done
+    try:
+        if writes:
+            resume.remember_config(cfg, run_dir)
+            evaluation.write_results(
+                run_dir / "results.json", {"status": "started", **run_facts(cfg), **config_of(cfg)}
+            )
+        return train_and_test(cfg, run_dir, writes)
+    except Exception as error:
+        if writes:
+            message = one_line(error) or f"{type(error).__name__}: {error}"
+            evaluation.write_results(
+                run_dir / "results.json", {"status": "failed", "error": message, **run_facts(cfg), **config_of(cfg)}
+            )
+        raise
+
+
+def run_facts(cfg: DictConfig) -> dict:
+    """What identifies a run in results.json, whatever its status."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_run = HydraConfig.initialized()
+    return {
+        "method": group_choice(cfg.method),
+        "data": group_choice(cfg.data),
+        "hardware": HydraConfig.get().runtime.choices.hardware if hydra_run else cfg.hardware.trainer.accelerator,
+        "seed": cfg.seed,
+        "overrides": list(HydraConfig.get().overrides.task) if hydra_run else [],
+    }
+
+
+def config_of(cfg: DictConfig) -> dict:
+    return {"config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def train_and_test(cfg: DictConfig, run_dir: Path, writes: bool) -> dict:
+    """The run itself, on this node's ranks: rank 0 is this process, the others are started here when needed."""
+    import pytorch_lightning as pl
+    import torch
+
+    from adrun import ddp
 
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed must be an integer, got {cfg.seed!r}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True) | OmegaConf.to_container(
+        cfg.hardware.trainer, resolve=True
+    )
+    processes = ddp.local_process_count(trainer_args)
+    children = ddp.start_ranks(cfg, run_dir, processes) if processes > 1 and not ddp.started_elsewhere() else []
+    try:
+        results = fit_and_test(cfg, run_dir, writes, trainer_args)
+    except BaseException:
+        ddp.stop_ranks(children, failed=True)
+        raise
+    ddp.stop_ranks(children, failed=False)
+    return results
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, writes: bool, trainer_args: dict) -> dict:
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from adrun import evaluation, resume
+    from adrun.timing import Timer
+
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # downloads where asked, before setup reads the files
     datamodule.setup("fit")
     module = instantiate(cfg.method, image_size=datamodule.image_size, channels=datamodule.channels)
-    if not getattr(module, "uses_known_anomalies", False) and (dropped := datamodule.drop_known_anomalies()):
-        print(
-            f"note: {group_choice(cfg.method)} trains on normals only; {dropped} known anomalies left out of training"
-        )
+    dropped = 0 if getattr(module, "uses_known_anomalies", False) else datamodule.drop_known_anomalies()
+    if dropped and writes:
+        method = group_choice(cfg.method)
+        print(f"note: {method} trains on normals only; {dropped} known anomalies left out of training")
+    start = resume.start_from(cfg, run_dir)
+    if start is not None:
+        resume.check_fits(start, datamodule.image_size, datamodule.channels)
+        if writes:
+            print(f"continuing from {start}")
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
     timer = Timer()
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True) | OmegaConf.to_container(
-        cfg.hardware.trainer, resolve=True
-    )
     if len(datamodule.val_set) == 0:
         trainer_args["limit_val_batches"] = 0
+    if trainer_args.get("strategy") == "ddp" and not module.automatic_optimization:
+        # A GAN step backpropagates one player's loss at a time, so each backward leaves the other player's parameters
+        # without gradients; DDP must be told to look for them or it stops at the first step.
+        trainer_args["strategy"] = "ddp_find_unused_parameters_true"
+    # checkpoints/last.ckpt, rewritten (atomically) at each epoch's end: what resume=true continues from. (Lightning's
+    # save_last alone writes only when training ends if no other checkpoint is kept.)
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+    )
     trainer = pl.Trainer(
         **trainer_args,
         **module.trainer_overrides,
         logger=logger,
-        callbacks=[timer, ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)],
+        callbacks=[timer, checkpoints, resume.RandomState()],
         default_root_dir=str(run_dir),
     )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule)
-    fit_seconds = time.perf_counter() - start
+    clock = time.perf_counter()
+    trainer.fit(module, datamodule, ckpt_path=start)
+    fit_seconds = time.perf_counter() - clock
     trainer.test(module, datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return {}
 
     method, data = group_choice(cfg.method), group_choice(cfg.data)
     outputs, metrics = module.test_outputs, module.test_metrics
     evaluation.write_scores(run_dir / "scores.csv", outputs, datamodule.sample_id)
     results = {
         "status": "ok",
-        "method": method,
-        "data": data,
-        "hardware": HydraConfig.get().runtime.choices.hardware if hydra_run else cfg.hardware.trainer.accelerator,
-        "seed": cfg.seed,
+        **run_facts(cfg),
         "normal_class": list(datamodule.normal_classes),  # as the protocol resolved it (leave-one-out, Caltech)
         "normal_class_names": [datamodule.classes[c] for c in datamodule.normal_classes],
         "metrics": {key: None if value != value else value for key, value in metrics.items()},  # NaN → null
@@ -113,10 +191,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             "test_anomalous": int(outputs.labels.sum()),
         },
         "timings": {"fit_s": fit_seconds, **timer.rates()},
+        "processes": trainer.world_size,
+        "continued_from": str(start) if start else None,
         "method_notes": module.method_notes(),
-        "overrides": list(HydraConfig.get().overrides.task) if hydra_run else [],
         "versions": evaluation.versions(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        **config_of(cfg),
     }
     evaluation.write_results(run_dir / "results.json", results)
     evaluation.log_hparams(logger.experiment, hparams_of(cfg, method, data, results["normal_class"]), metrics)
@@ -195,11 +274,30 @@ FULL_ERRORS = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hy
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     with user_errors_in_one_line(FULL_ERRORS):  # here too, before Hydra's job runner adds its own line
-        run(cfg)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            run(cfg)
+            return
+        try:  # one job of a sweep: its failure is recorded (results.json) and reported, and the sweep goes on
+            run(cfg)
+        except Exception as error:
+            job = HydraConfig.get().job.num
+            if (message := one_line(error)) is None:
+                traceback.print_exc()
+                message = f"{type(error).__name__}: {error}"
+            print(f"adrun: job {job} failed: {message}", file=sys.stderr)
 
 
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to be reported in one line
     with user_errors_in_one_line(FULL_ERRORS):
         hydra_main()
+    sweep = sys.modules.get("adrun.sweep")  # loaded by Hydra for its callback; not imported here (torch is slow)
+    if (
+        sweep is not None and sweep.UNFINISHED
+    ):  # the sweep went on past its failed jobs; its exit status says they failed
+        print(f"adrun: error: {sweep.UNFINISHED}", file=sys.stderr)
+        sys.exit(1)

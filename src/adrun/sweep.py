@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from adrun.evaluation import write_atomically
 
 CLASS_KEY = "data.normal_class"
+NOT_A_SETTING = ("resume", "threads", "hydra.")  # overrides that say how a job ran, not what it computed
+ERROR = "error"  # a failed job's one-line error: listed under the table, not in it
 
 
 def job_rows(sweep_dir: Path) -> list[dict]:
@@ -23,9 +25,17 @@ def job_rows(sweep_dir: Path) -> list[dict]:
     for path in paths:
         results = json.loads(path.read_text())
         overrides = dict(item.split("=", 1) for item in results.get("overrides", []))
+        overrides = {key: value for key, value in overrides.items() if not key.startswith(NOT_A_SETTING)}
         metrics = results.get("metrics", {})
         rows.append({"job": path.parent.name, **overrides, "status": results.get("status", "?"), **metrics})
+        if "error" in results:
+            rows[-1][ERROR] = results["error"]
     return rows
+
+
+def failures(rows: list[dict]) -> list[dict]:
+    """The jobs that did not end well: failed, or still `started` (running, or killed)."""
+    return [row for row in rows if row["job"] != "mean" and row.get("status") not in ("ok", "")]
 
 
 def with_means(rows: list[dict], metric_keys: list[str]) -> list[dict]:
@@ -59,12 +69,12 @@ def write_summary(sweep_dir: Path) -> list[dict]:
         return []
     columns: list[str] = []
     for row in rows:
-        columns += [key for key in row if key not in columns]
+        columns += [key for key in row if key not in columns and key != ERROR]
     metric_keys = [c for c in columns if c.startswith(("image_", "pixel_"))]
     table = with_means(rows, metric_keys)
 
     def write_csv(f):
-        out = csv.DictWriter(f, fieldnames=columns)
+        out = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         out.writeheader()
         out.writerows(table)
 
@@ -78,6 +88,10 @@ def write_summary(sweep_dir: Path) -> list[dict]:
         f.write("|" + "---|" * len(shown) + "\n")
         for row in table:
             f.write("| " + " | ".join(formatted(row.get(c)) for c in shown) + " |\n")
+        for row in failures(rows):
+            what = " ".join(f"`{c}={row[c]}`" for c in shown if c not in {"job", "status", *metric_keys} and c in row)
+            error = row.get(ERROR, "no result (still running, or killed)")
+            f.write(f"\n- job {row['job']} {what} {row['status']}: {error}\n")
 
     write_atomically(sweep_dir / "summary.csv", write_csv)
     write_atomically(sweep_dir / "summary.md", write_md)
@@ -89,5 +103,16 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if write_summary(sweep_dir):
+        table = write_summary(sweep_dir)
+        if table:
             print(f"sweep summary: {sweep_dir / 'summary.md'}")
+        if failed := failures(table):
+            first = failed[0]
+            global UNFINISHED
+            UNFINISHED = (
+                f"{len(failed)} of {len([r for r in table if r['job'] != 'mean'])} jobs did not finish; job "
+                f"{first['job']}: {first.get(ERROR, first['status'])} (all in {sweep_dir / 'summary.md'})"
+            )
+
+
+UNFINISHED: str | None = None  # set when a sweep ends with failed jobs; `adrun` then exits 1 with this line

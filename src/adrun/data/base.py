@@ -18,7 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from adrun.errors import UserError
 
@@ -61,6 +61,18 @@ class ImageSet(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+
+class EpochShuffle(RandomSampler):
+    """A shuffle that depends on (seed, epoch) only; Lightning calls `set_epoch` before each epoch."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        super().__init__(dataset, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
 def keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -354,10 +366,13 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self.test_set.ids[index]
 
     def _loader(self, dataset: ImageSet, shuffle: bool) -> DataLoader:
+        """Batches of `dataset`. Nothing here draws from the global random state (the shuffle and the loader's own
+        seed have their generators), so a resumed run sees the same batches and the same noise as an unbroken one."""
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(dataset, self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.seed),
             drop_last=shuffle and len(dataset) % self.batch_size == 1,  # a 1-image batch would break BatchNorm
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -182,10 +182,16 @@ def write_results(path: Path, results: dict) -> None:
 
 def versions() -> dict[str, str]:
     """The versions a result depends on, for results.json."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # e.g. adrun run from a source tree on PYTHONPATH
+            return "not installed"
 
     names = ("adrun", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core")
-    return {"python": platform.python_version()} | {name: version(name) for name in names}
+    return {"python": platform.python_version()} | {name: installed(name) for name in names}
 
 
 def log_hparams(writer, hparams: dict, metrics: dict[str, float]) -> None:

@@ -16,7 +16,8 @@ def heat(maps: torch.Tensor) -> torch.Tensor:
     position = maps.clamp(0, 1).squeeze(1) * (len(HEAT_STOPS) - 1)
     low = position.floor().long().clamp(max=len(HEAT_STOPS) - 2)
     t = (position - low).unsqueeze(-1)
-    rgb = HEAT_STOPS[low] * (1 - t) + HEAT_STOPS[low + 1] * t
+    stops = HEAT_STOPS.to(maps.device)
+    rgb = stops[low] * (1 - t) + stops[low + 1] * t
     return rgb.permute(0, 3, 1, 2)
 
 

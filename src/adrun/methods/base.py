@@ -104,7 +104,9 @@ class AnomalyModule(pl.LightningModule):
         batch = {key: value.to(self.device) for key, value in batch.items()}
         _, maps = self.score(batch)
         masks = batch["mask"] if datamodule.has_masks else None
-        grid = visual.extremes_grid(batch["image"], self.reconstruct(batch["image"]), maps.float(), masks, per_block)
+        reconstructions = self.reconstruct(batch["image"])
+        pictures = [None if x is None else x.float().cpu() for x in (batch["image"], reconstructions, maps, masks)]
+        grid = visual.extremes_grid(*pictures, per_block)
         writer.add_image("test/most_and_least_anomalous", grid, self.global_step)
         writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), self.global_step)
 

@@ -300,7 +300,9 @@ class OGNet(AnomalyModule):
         if missing.any():
             new, fresh = index[missing], x[missing]
             with frozen(self.generator, self.generator_old):
-                store["g"][new], store["old"][new] = self.generator(fresh), self.generator_old(fresh)
+                # float32 stores, whatever precision autocast computes in (16-mixed on a GPU)
+                store["g"][new] = self.generator(fresh).to(store["g"].dtype)
+                store["old"][new] = self.generator_old(fresh).to(store["old"].dtype)
             store["done"][new] = True
         return store["g"][index], store["old"][index]
 

@@ -60,6 +60,7 @@ def start_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> list[subproce
 
     config = run_dir / "ddp_config.yaml"
     OmegaConf.save(cfg, config, resolve=True)
+    os.environ.pop("SLURM_NTASKS", None)  # a one-task SLURM job: these ranks are ours, not SLURM's (Lightning checks)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), NODE_RANK="0", LOCAL_RANK="0")
     os.environ["WORLD_SIZE"] = str(processes)
     children = []

@@ -21,7 +21,8 @@ from pytorch_lightning.callbacks import Callback
 from adrun.errors import UserError
 
 RUN_CONFIG = "run_config.yaml"  # the resolved config a run dir belongs to, written when the run starts
-MAY_CHANGE = ("resume", "ckpt", "threads", "hardware", "data.num_workers")  # a resumed run may differ in these only
+# A resumed run may differ from the first in how it runs, not in what it computes:
+MAY_CHANGE = ("resume", "ckpt", "threads", "hardware", "launcher", "data.num_workers")
 
 
 class RandomState(Callback):

@@ -9,6 +9,7 @@ from adrun.cli import config_dir
 
 # Every metric results.json holds for a method without score variants on data with masks.
 METRICS_WITH_MASKS = {"image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer", "pixel_auroc", "pixel_aupro"}
+METRICS_WITH_MASKS |= {"image_fpr_at_threshold", "image_tpr_at_threshold"}  # at the threshold from validation normals
 TINY = ["data=synthetic", "data.image_size=16", "method.epochs=1", "data.batch_size=8", "trainer.log_every_n_steps=1"]
 
 

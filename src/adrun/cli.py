@@ -20,7 +20,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import adrun.resolvers  # noqa: F401  (registers ${adrun.cpus:} and co. for conf/launcher/)
-from adrun.errors import UserError
+from adrun.errors import UserError, check_choice
+
+MODES = ("train", "test", "predict")
 
 QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets or to our fixed layout
     ".*does not have many workers.*",
@@ -29,6 +31,7 @@ QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets
     ".*GPU available but not used.*",
     ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
     ".*module\\(s\\) in eval mode at the start of training.*",  # frozen networks (teachers, G_old) are on purpose
+    ".*The dirpath has changed from.*",  # mode=test restores a checkpoint made in another run dir
     ".*During `trainer.test\\(\\)`, it is recommended to use `Trainer\\(devices=1.*",  # tests gather and drop repeats
 )
 
@@ -52,7 +55,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from adrun import ddp, evaluation, resume
+    from adrun import ddp, evaluation, resume, reuse
 
     for pattern in QUIET:
         warnings.filterwarnings("ignore", pattern)
@@ -61,6 +64,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     writes = ddp.global_rank() == 0
+    check_choice("mode", cfg.mode, MODES)
+    if cfg.mode != "train":  # the method and the preprocessing come from the checkpoint
+        cfg = reuse.config_for_checkpoint(
+            cfg, list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        )
     if cfg.resume and (done := resume.finished_results(run_dir)) is not None:
         resume.check_same_config(cfg, run_dir)
         if writes:
@@ -72,6 +80,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             evaluation.write_results(
                 run_dir / "results.json", {"status": "started", **run_facts(cfg), **config_of(cfg)}
             )
+        if cfg.mode == "predict":
+            from adrun.predict import predict
+
+            return predict(cfg, run_dir)
         return train_and_test(cfg, run_dir, writes)
     except Exception as error:
         if writes:
@@ -132,7 +144,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, writes: bool, trainer_args: dic
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from adrun import evaluation, resume
+    from adrun import calibration, evaluation, resume, reuse
     from adrun.timing import Timer
 
     datamodule = instantiate(cfg.data)
@@ -143,10 +155,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, writes: bool, trainer_args: dic
     if dropped and writes:
         method = group_choice(cfg.method)
         print(f"note: {method} trains on normals only; {dropped} known anomalies left out of training")
-    start = resume.start_from(cfg, run_dir)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # kept in every checkpoint (adrun.reuse)
+    module.threshold_override = cfg.threshold
+    start = reuse.checkpoint_path(cfg.ckpt) if cfg.mode == "test" else resume.start_from(cfg, run_dir)
     if start is not None:
         resume.check_fits(start, datamodule.image_size, datamodule.channels)
-        if writes:
+        if writes and cfg.mode == "train":
             print(f"continuing from {start}")
     logger = TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False)
     timer = Timer()
@@ -169,9 +183,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, writes: bool, trainer_args: dic
         default_root_dir=str(run_dir),
     )
     clock = time.perf_counter()
-    trainer.fit(module, datamodule, ckpt_path=start)
-    fit_seconds = time.perf_counter() - clock
-    trainer.test(module, datamodule, verbose=False)
+    if cfg.mode == "train":
+        trainer.fit(module, datamodule, ckpt_path=start)
+        fit_seconds = time.perf_counter() - clock
+        context = trainer.precision_plugin.forward_context
+        module.calibration = calibration.calibrate(module, datamodule, cfg.threshold_quantile, context)
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # with the threshold
+        trainer.test(module, datamodule, verbose=False)
+    else:  # mode=test: the checkpoint's weights and threshold, no training
+        fit_seconds = 0.0
+        trainer.test(module, datamodule, ckpt_path=start, verbose=False)
     if not trainer.is_global_zero:
         return {}
 
@@ -191,6 +212,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, writes: bool, trainer_args: dic
             "test_anomalous": int(outputs.labels.sum()),
         },
         "timings": {"fit_s": fit_seconds, **timer.rates()},
+        "mode": cfg.mode,
+        "threshold": {"value": module.threshold, "given": cfg.threshold is not None, "calibrated": module.calibration},
         "processes": trainer.world_size,
         "continued_from": str(start) if start else None,
         "method_notes": module.method_notes(),

@@ -140,8 +140,21 @@ def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
     return {"pixel_auroc": auroc(unit_ranks(maps), target), "pixel_aupro": aupro(maps, masks)}
 
 
-def compute_metrics(outputs: TestOutputs) -> dict[str, float]:
-    metrics = image_metrics(outputs.scores, outputs.labels)
+def rates_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float | None) -> dict[str, float]:
+    """The false- and true-positive rates of calling `score ≥ threshold` anomalous: what a user of that threshold
+    lives with (the threshold comes from validation normals, never from these labels)."""
+    if threshold is None:
+        return dict.fromkeys(("image_fpr_at_threshold", "image_tpr_at_threshold"), math.nan)
+    flagged = scores >= threshold
+    normal, anomalous = labels == 0, labels == 1
+    return {
+        "image_fpr_at_threshold": flagged[normal].float().mean().item() if normal.any() else math.nan,
+        "image_tpr_at_threshold": flagged[anomalous].float().mean().item() if anomalous.any() else math.nan,
+    }
+
+
+def compute_metrics(outputs: TestOutputs, threshold: float | None = None) -> dict[str, float]:
+    metrics = image_metrics(outputs.scores, outputs.labels) | rates_at(outputs.scores, outputs.labels, threshold)
     one_class = outputs.labels.min() == outputs.labels.max()
     for name, scores in outputs.variants.items():
         metrics[f"image_auroc_{name}"] = math.nan if one_class else auroc(unit_ranks(scores), outputs.labels.long())

@@ -1,9 +1,11 @@
-"""OmegaConf resolvers adrun's configs use (conf/launcher/local.yaml); importing this module registers them.
+"""OmegaConf resolvers adrun's configs use (conf/config.yaml, conf/launcher/local.yaml); importing this module
+registers them.
 
 adrun.cli imports it before Hydra composes, and so does every process a launcher starts for a job, since it unpickles
 adrun.cli's task function there.
 
 - `${adrun.cpus:}`: the CPU cores this process may run on; `${adrun.cpus:2}`: half of them, at least 1.
+- `${adrun.run_kind:mode,method,data}`: where a run's dir goes under outputs/ (conf/config.yaml).
 - `${adrun.threads_per_job:N}`: the cores shared between N jobs running at once, at least 1 each; N ≤ 0 counts as
   joblib's n_jobs does (-1: one job per core, -2: all cores but one, …).
 """
@@ -32,6 +34,13 @@ def threads_per_job(n_jobs: int) -> int:
     return max(1, cores // running)
 
 
-for name, resolver in {"adrun.cpus": cpus, "adrun.threads_per_job": threads_per_job}.items():
+def run_kind(mode: str, method: str, data: str) -> str:
+    """The run dir's middle: `runs/<method>/<data>` for training, `test` or `predict` for a checkpoint's later use
+    (whose method and data come from the checkpoint, not from the command line's defaults)."""
+    return f"runs/{method}/{data}" if mode == "train" else str(mode)
+
+
+RESOLVERS = {"adrun.cpus": cpus, "adrun.threads_per_job": threads_per_job, "adrun.run_kind": run_kind}
+for name, resolver in RESOLVERS.items():
     if not OmegaConf.has_resolver(name):
         OmegaConf.register_new_resolver(name, resolver)

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from adrun.errors import UserError
-from adrun.methods.anogan import AnoGAN, latent_seed
+from adrun.methods.anogan import AnoGAN, content_keys, latent_seed
 from tests.conftest import METRICS_WITH_MASKS
 
 
@@ -74,7 +74,7 @@ def test_score_is_A_at_the_final_z_and_the_map_is_the_channel_mean_residual():
     index = torch.tensor([4, 9])
     scores, maps = model.score({"image": x, "index": index})
     with torch.no_grad():
-        x_hat = model.generator(model.initial_z(index))  # Γ = 0: z_Γ = z_0
+        x_hat = model.generator(model.initial_z(content_keys(x)))  # Γ = 0: z_Γ = z_0
     residual = (x - x_hat).abs().sum((1, 2, 3))
     discrimination = 3 * (x - x_hat)[:, :, :4, :4].abs().sum((1, 2, 3))
     assert torch.allclose(scores, 0.75 * residual + 0.25 * discrimination)  # A(x) = (1 − λ)·R(x) + λ·D(x)
@@ -94,7 +94,7 @@ def test_the_search_descends_towards_the_z_that_drew_the_image():
     assert (scores[300] < 0.1 * scores[0]).all()
 
 
-def test_start_z_depends_only_on_the_seed_and_the_sample_index():
+def test_start_z_depends_only_on_the_seed_and_the_images_key():
     model = tiny(nz=16)
     both = model.initial_z(torch.tensor([3, 5]))
     assert both.shape == (2, 16, 1, 1)
@@ -117,6 +117,8 @@ def test_a_batch_is_searched_exactly_as_its_images_one_by_one():
     index = torch.tensor([7, 2, 11, 0, 5, 30])
     batched, batched_maps = model.score({"image": x, "index": index})
     alone = [model.score({"image": x[i : i + 1], "index": index[i : i + 1]}) for i in range(6)]
+    reversed_order = model.score({"image": x.flip(0), "index": torch.arange(6)})[0].flip(0)
+    assert torch.equal(reversed_order, batched), "z_0 follows the image (its pixels' CRC), not its position or index"
     assert (batched - torch.cat([s for s, _ in alone])).abs().max() <= 1e-5
     assert (batched_maps - torch.cat([m for _, m in alone])).abs().max() <= 1e-5
     assert model.generator.training and model.discriminator.training

@@ -23,9 +23,9 @@ Choices the paper leaves open:
   coordinate by about lr at most, so Γ·lr = 5 lets z travel five prior standard deviations; Adam's per-coordinate
   normalisation also makes the step independent of the loss's scale, which grows with the image size (Σ, not mean).
   Public ports differ here (optimiser and step size); `search_optimizer: sgd` is there for comparison.
-- z_0 per image: drawn from a torch.Generator seeded by (search_seed, the sample's `index`), mixed by NumPy's
-  SeedSequence (torch keeps only a seed's low 32 bits, so `search_seed·2³² + index` would drop search_seed). An
-  image starts from the same z_0 whichever batch it is scored in.
+- z_0 per image: drawn from a torch.Generator seeded by (search_seed, a CRC-32 of the image's pixels), mixed by
+  NumPy's SeedSequence (torch keeps only a seed's low 32 bits, so `search_seed·2³² + key` would drop search_seed). An
+  image starts from the same z_0 whichever batch, position, rank or mode (test, predict, calibration) scores it.
 - the prior: N(0, I) by default (`prior: normal`, the project's specification); the paper describes z as uniformly
   distributed noise, as DCGAN's U[−1, 1], which `prior: uniform` gives (f-AnoGAN's prior).
 
@@ -40,6 +40,7 @@ the validation normals, with a fixed z per validation batch, as `val/loss_d` and
 
 from __future__ import annotations
 
+import zlib
 from typing import ClassVar
 
 import numpy as np
@@ -55,9 +56,15 @@ PRIORS = ("normal", "uniform")
 SEARCH_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
-def latent_seed(search_seed: int, index: int) -> int:
-    """The seed of sample `index`'s starting z: (search_seed, index) mixed into 32 bits by NumPy's SeedSequence."""
-    return int(np.random.SeedSequence([search_seed, index]).generate_state(1)[0])
+def latent_seed(search_seed: int, key: int) -> int:
+    """The seed of an image's starting z: (search_seed, its key) mixed into 32 bits by NumPy's SeedSequence."""
+    return int(np.random.SeedSequence([search_seed, key]).generate_state(1)[0])
+
+
+def content_keys(x: torch.Tensor) -> torch.Tensor:
+    """Per image, a CRC-32 of its pixel values: what z_0 is seeded by, so it depends on the image alone."""
+    rows = x.detach().float().cpu().numpy().reshape(len(x), -1)
+    return torch.tensor([zlib.crc32(row.tobytes()) for row in rows], dtype=torch.long)
 
 
 def sample_prior(prior: str, n: int, nz: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -181,19 +188,17 @@ class AnoGAN(GAN):
         loss = (1 - lam) * residual + lam * discrimination
         return {"loss": loss, "residual": residual, "discrimination": discrimination, "x_hat": x_hat}
 
-    def initial_z(self, index: torch.Tensor) -> torch.Tensor:
-        """z_0 per image, a function of (search_seed, that image's index) only."""
+    def initial_z(self, keys: torch.Tensor) -> torch.Tensor:
+        """z_0 per image, a function of (search_seed, that image's key) only."""
         seed = self.hparams.search_seed
-        return torch.cat(
-            [self.sample_z(1, torch.Generator().manual_seed(latent_seed(seed, i))) for i in index.tolist()]
-        )
+        return torch.cat([self.sample_z(1, torch.Generator().manual_seed(latent_seed(seed, k))) for k in keys.tolist()])
 
-    def search(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def search(self, x: torch.Tensor, keys: torch.Tensor) -> dict[str, torch.Tensor]:
         """Γ steps of the search for every image of the batch at once; the losses and G(z) at z_Γ, and z_Γ."""
         h = self.hparams
         with frozen(self.generator, self.discriminator), torch.enable_grad():
             features_x = self.discriminator(x)[1].detach()
-            z = self.initial_z(index).requires_grad_(True)
+            z = self.initial_z(keys).requires_grad_(True)
             optimizer = SEARCH_OPTIMIZERS[h.search_optimizer]([z], lr=h.search_lr)
             for _ in range(h.iterations):
                 optimizer.zero_grad(set_to_none=True)
@@ -206,10 +211,7 @@ class AnoGAN(GAN):
 
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x = batch["image"]
-        index = batch.get("index")
-        if index is None:
-            index = torch.arange(len(x))
-        found = self.search(x, index)
+        found = self.search(x, content_keys(x))
         self._last_search = (x, found["x_hat"])
         return found["loss"], (x - found["x_hat"]).abs().mean(1, keepdim=True)
 
@@ -217,4 +219,4 @@ class AnoGAN(GAN):
         """G(z_Γ): the last search's if it was for these very images (the test grid scores, then asks), else anew."""
         if self._last_search is not None and self._last_search[0] is images:
             return self._last_search[1]
-        return self.search(images, torch.arange(len(images)))["x_hat"]
+        return self.search(images, content_keys(images))["x_hat"]

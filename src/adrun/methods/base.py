@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from adrun import visual
+from adrun.calibration import decision_threshold
 from adrun.evaluation import TestOutputs, compute_metrics, unit_ranks
 from adrun.methods.losses import check_finite
 
@@ -22,6 +23,27 @@ VARIANT = "variant:"  # the prefix of a score variant's column while a test pass
 
 class AnomalyModule(pl.LightningModule):
     trainer_overrides: ClassVar[dict] = {}  # Trainer arguments a method needs (e.g. {"inference_mode": False})
+    # Kept in every checkpoint beside the weights (adrun.calibration, adrun.cli): the calibrated threshold, and the
+    # run's resolved config, from which mode=test and mode=predict rebuild the method and the preprocessing.
+    calibration: dict | None = None
+    run_config: dict | None = None
+    threshold_override: float | None = None  # `threshold=`: replaces the calibrated threshold
+
+    @property
+    def threshold(self) -> float | None:
+        """What the test pass's rates and predict's decisions use: `threshold=` if given, else the calibrated one."""
+        return decision_threshold(self.calibration, self.threshold_override)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["adrun"] = {"calibration": self.calibration, "config": self.run_config}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("adrun", {})
+        self.calibration, self.run_config = saved.get("calibration"), saved.get("config")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, maps = self.score(batch)
+        return scores.float().cpu(), maps.float().cpu()
 
     def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -89,7 +111,7 @@ class AnomalyModule(pl.LightningModule):
         variants = {key.removeprefix(VARIANT): columns.pop(key) for key in list(columns) if key.startswith(VARIANT)}
         self.test_outputs = TestOutputs(**columns, variants=variants)
         self._collected = []
-        self.test_metrics = compute_metrics(self.test_outputs)
+        self.test_metrics = compute_metrics(self.test_outputs, self.threshold)
         self.log_dict({f"test/{key}": value for key, value in self.test_metrics.items()}, rank_zero_only=True)
         if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
             self.log_test_figures(self.logger.experiment, self.test_outputs)

@@ -1,0 +1,124 @@
+"""Using a trained model: mode=predict on new images, mode=test on a checkpoint, and the threshold calibrated on
+validation normals (never on test labels) that both use."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import composed
+from tests.data.test_folder import ANOMALIES, write_folders
+
+SIZE = 16
+
+
+def train(tmp: Path, *overrides: str) -> Path:
+    """A method trained for two epochs on the folder fixture (grey and RGB, PNG and JPEG files) into tmp/run."""
+    from adrun.cli import run
+
+    root = write_folders(tmp / "parts", masks=None)
+    anomaly_dirs = ",".join(f"'{root / 'test' / name}'" for name in ANOMALIES)
+    cfg = composed(
+        "data=folder",
+        f"data.train_dir='{root / 'train' / 'good'}'",
+        f"data.test_normal_dir='{root / 'test' / 'good'}'",
+        f"data.test_anomaly_dirs=[{anomaly_dirs}]",
+        "data.mask_dir=null",
+        f"data.image_size={SIZE}",
+        "data.val_fraction=0.25",
+        "data.batch_size=4",
+        f"data.cache_dir={tmp}/cache",
+        "method.epochs=2",
+        *overrides,
+    )
+    run(cfg, run_dir=tmp / "run")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("use"))
+
+
+def use(trained: Path, name: str, *overrides: str) -> dict:
+    from adrun.cli import run
+
+    return run(composed(f"ckpt={trained / 'run'}", *overrides), run_dir=trained / name)
+
+
+def test_predict_writes_a_row_and_an_overlay_of_its_own_size_for_every_image(trained):
+    mixed = trained / "mixed"
+    for i, (size, mode) in enumerate([((40, 30), "L"), ((7, 9), "RGB"), ((64, 64), "RGBA"), ((50, 20), "P")]):
+        (mixed / f"sub{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new(mode, size, color=i * 60).save(mixed / f"sub{i % 2}" / f"x{i}.png")
+    (mixed / "notes.txt").write_text("not an image")
+    results = use(trained, "predict_mixed", "mode=predict", f"input={mixed}")
+    rows = list(csv.DictReader((trained / "predict_mixed" / "predictions.csv").open()))
+    assert [Path(r["path"]).name for r in rows] == ["x0.png", "x2.png", "x1.png", "x3.png"]
+    assert all(r["decision"] in ("normal", "anomalous") for r in rows)
+    for row in rows:
+        source = Path(row["path"])
+        made = trained / "predict_mixed" / "overlays" / f"{source.parent.name}__{source.stem}.png"
+        assert Image.open(made).size == Image.open(source).size and Image.open(made).mode == "RGB"
+    assert results["counts"] == {"images": 4, "anomalous": sum(r["decision"] == "anomalous" for r in rows)}
+    events = list((trained / "predict_mixed" / "tb").glob("events.out.tfevents.*"))
+    assert events and sum(e.stat().st_size for e in events) > 1000, "the overlays are in TensorBoard too"
+
+
+@pytest.mark.parametrize("method", ["ganomaly", "anogan"])
+def test_predict_scores_equal_those_of_mode_test_for_the_same_images(method, trained, tmp_path):
+    """AnoGAN included: its latent search starts from a z_0 seeded by the image, not by its place in a set."""
+    if method == "anogan":
+        trained = train(tmp_path, "method=anogan", "method.iterations=5", "method.nz=8", "method.ngf=8", "method.ndf=8")
+    use(trained, "retest", "mode=test")
+    tested = {r["id"]: float(r["score"]) for r in csv.DictReader((trained / "retest" / "scores.csv").open())}
+    use(trained, "predict_test", "mode=predict", f"input={trained / 'parts' / 'test'}")
+    predicted = {
+        r["path"]: float(r["score"]) for r in csv.DictReader((trained / "predict_test" / "predictions.csv").open())
+    }
+    assert predicted.keys() == tested.keys() and len(tested) == 9
+    for path, score in predicted.items():
+        assert score == pytest.approx(tested[path], rel=1e-6), path
+
+
+def test_mode_test_reproduces_the_training_runs_metrics_exactly(trained):
+    again = use(trained, "retest2", "mode=test")
+    first = json.loads((trained / "run" / "results.json").read_text())
+    assert again["metrics"] == first["metrics"] and again["mode"] == "test" and again["timings"]["fit_s"] == 0
+    assert (trained / "retest2" / "scores.csv").read_text() == (trained / "run" / "scores.csv").read_text()
+
+
+def test_the_stored_threshold_is_the_quantile_of_the_validation_normals_scores(trained):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from adrun.methods.ganomaly import GANomaly
+
+    checkpoint = torch.load(trained / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    stored = checkpoint["adrun"]["calibration"]
+    module = GANomaly.load_from_checkpoint(trained / "run" / "checkpoints" / "last.ckpt").eval()
+    datamodule = instantiate(OmegaConf.create(checkpoint["adrun"]["config"]).data)
+    datamodule.setup("fit")
+    normals = datamodule.val_set.subset((datamodule.val_set.labels == 0).nonzero().flatten())
+    with torch.no_grad():
+        scores = module.score(normals.__getitems__(list(range(len(normals)))))[0]
+    assert stored["normals"] == len(normals) == 3 and stored["quantile"] == 0.99
+    assert stored["threshold"] == pytest.approx(torch.quantile(scores.double(), 0.99).item(), rel=1e-6)
+    results = json.loads((trained / "run" / "results.json").read_text())
+    assert results["threshold"]["value"] == stored["threshold"] and not results["threshold"]["given"]
+    assert (
+        0 <= results["metrics"]["image_fpr_at_threshold"] <= 1
+        and 0 <= results["metrics"]["image_tpr_at_threshold"] <= 1
+    )
+
+
+def test_a_given_threshold_decides_and_sets_the_test_rates(trained):
+    low = use(trained, "low", "mode=test", "threshold=-1e9")
+    assert low["threshold"]["value"] == -1e9 and low["threshold"]["given"]
+    assert low["metrics"]["image_fpr_at_threshold"] == 1.0 and low["metrics"]["image_tpr_at_threshold"] == 1.0
+    use(trained, "high", "mode=predict", f"input={trained / 'parts' / 'test' / 'good'}", "threshold=1e9")
+    rows = list(csv.DictReader((trained / "high" / "predictions.csv").open()))
+    assert len(rows) == 4 and {r["decision"] for r in rows} == {"normal"}

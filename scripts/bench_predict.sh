@@ -12,7 +12,7 @@ methods=("$@")
 declare -A extra=(
   [anogan]="method=anogan"
   [fanogan]="method=fanogan method.gan_epochs=1 method.encoder_epochs=1 method.epochs=2"
-  [ognet]="method=ognet method.low_epoch=1 method.high_epoch=2 method.phase2_iterations=5"
+  [ognet]="method=ognet method.low_epoch=1 method.high_epoch=2 method.epochs=2 method.phase2_iterations=5"
   [ada]="method=ada"
   [students]="method=students method.patch_sizes=[33] method.students=5 method.teacher_iterations=20
     method.teacher_cache=$work/teachers data.batch_size=8"

@@ -223,9 +223,17 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, writes: bool, trainer_args: dic
     evaluation.write_results(run_dir / "results.json", results)
     evaluation.log_hparams(logger.experiment, hparams_of(cfg, method, data, results["normal_class"]), metrics)
     logger.finalize("success")
-    auroc = metrics["image_auroc"]
+    auroc, threshold = metrics["image_auroc"], module.threshold
+    at = (
+        ""
+        if threshold is None
+        else (
+            f" · at threshold {threshold:.4g}: FPR {metrics['image_fpr_at_threshold']:.3f}, "
+            f"TPR {metrics['image_tpr_at_threshold']:.3f}"
+        )
+    )
     print(
-        f"{method} on {data} (normal: {', '.join(results['normal_class_names'])}): image AUROC {auroc:.4f} · "
+        f"{method} on {data} (normal: {', '.join(results['normal_class_names'])}): image AUROC {auroc:.4f}{at} · "
         f"results in {run_dir} · view: tensorboard --logdir {run_dir / 'tb'}"
     )
     return results

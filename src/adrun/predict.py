@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
 import time
 from pathlib import Path
 
@@ -53,10 +54,9 @@ def overlay(path: Path, score_map: torch.Tensor) -> torch.Tensor:
     return ((1 - OVERLAY_ALPHA) * picture + OVERLAY_ALPHA * visual.heat(heat_map.clamp(0, 1))[0]).clamp(0, 1)
 
 
-def overlay_name(path: Path, root: Path | None) -> str:
-    """A flat, unique PNG name: the path below the input folder with '/' as '__'."""
-    relative = path.relative_to(root) if root is not None else Path(path.name)
-    return "__".join(relative.with_suffix("").parts) + ".png"
+def overlay_name(path: Path, root: Path) -> str:
+    """A flat, unique PNG name: the path below `root` with '/' as '__'."""
+    return "__".join(path.relative_to(root).with_suffix("").parts) + ".png"
 
 
 def predict(cfg: DictConfig, run_dir: Path) -> dict:
@@ -92,7 +92,8 @@ def predict(cfg: DictConfig, run_dir: Path) -> dict:
         out.writerows(zip(map(str, files), scores.tolist(), decisions, strict=True))
 
     evaluation.write_atomically(run_dir / "predictions.csv", write_csv)
-    root = Path(str(cfg.input)).expanduser() if Path(str(cfg.input)).expanduser().is_dir() else None
+    given = Path(str(cfg.input)).expanduser()  # overlays are named by their path below the folder, or below the
+    root = given if given.is_dir() else Path(os.path.commonpath([f.parent for f in files]))  # glob's matches' parent
     (run_dir / "overlays").mkdir(exist_ok=True)
     lo, hi = maps.min(), maps.max()
     for i, (file, score_map) in enumerate(zip(files, maps, strict=True)):

@@ -309,12 +309,12 @@ def hydra_main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     with user_errors_in_one_line(FULL_ERRORS):  # here too, before Hydra's job runner adds its own line
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            run(cfg)
-            return
-        try:  # one job of a sweep: its failure is recorded (results.json) and reported, and the sweep goes on
+        try:
             run(cfg)
         except Exception as error:
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            # one job of a sweep: its failure is recorded (results.json) and reported, and the sweep goes on
             job = HydraConfig.get().job.num
             if (message := one_line(error)) is None:
                 traceback.print_exc()
@@ -326,9 +326,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to be reported in one line
     with user_errors_in_one_line(FULL_ERRORS):
         hydra_main()
-    sweep = sys.modules.get("adrun.sweep")  # loaded by Hydra for its callback; not imported here (torch is slow)
-    if (
-        sweep is not None and sweep.UNFINISHED
-    ):  # the sweep went on past its failed jobs; its exit status says they failed
+    # A sweep that went on past failed jobs says so in its exit status. adrun.sweep is loaded by Hydra for its
+    # callback; importing it here would load torch for every `adrun --help`.
+    sweep = sys.modules.get("adrun.sweep")
+    if sweep is not None and sweep.UNFINISHED:
         print(f"adrun: error: {sweep.UNFINISHED}", file=sys.stderr)
         sys.exit(1)

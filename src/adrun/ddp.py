@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-EXTERNAL_LAUNCHERS = ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")  # set where something else made the ranks
+EXTERNAL_LAUNCHERS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")  # set where something else made the ranks (and srun's)
 
 
 def local_process_count(trainer_args: dict) -> int:
@@ -35,9 +35,7 @@ def local_process_count(trainer_args: dict) -> int:
 
 def started_elsewhere() -> bool:
     """True where this process is one of several that torchrun, srun or `adrun.ddp` started."""
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(
-        key in os.environ for key in EXTERNAL_LAUNCHERS if key != "SLURM_NTASKS"
-    )
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(key in os.environ for key in EXTERNAL_LAUNCHERS)
 
 
 def global_rank() -> int:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
 from adrun.errors import UserError
+from adrun.reuse import checkpoint_path, read_checkpoint
 
 RUN_CONFIG = "run_config.yaml"  # the resolved config a run dir belongs to, written when the run starts
 # A resumed run may differ from the first in how it runs, not in what it computes:
@@ -115,22 +116,12 @@ def start_from(cfg: DictConfig, run_dir: Path) -> Path | None:
         if (last := last_checkpoint(run_dir)) is not None:
             return last
         print(f"resume=true: no checkpoint in {run_dir / 'checkpoints'} yet; starting from the beginning")
-    if cfg.ckpt is None:
-        return None
-    path = Path(str(cfg.ckpt)).expanduser()
-    if path.is_dir():  # a run dir
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise UserError(f"ckpt={cfg.ckpt}: no checkpoint there (give a .ckpt file or a run dir with checkpoints/)")
-    return path
+    return None if cfg.ckpt is None else checkpoint_path(cfg.ckpt)
 
 
 def check_fits(path: Path, image_size: int, channels: int) -> None:
     """A checkpoint made for other images is refused in one line, before Lightning fails on tensor shapes."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-    except Exception as error:
-        raise UserError(f"ckpt {path}: not a readable checkpoint ({type(error).__name__})") from error
+    saved = read_checkpoint(path).get("hyper_parameters", {})
     have = (saved.get("channels"), saved.get("image_size"))
     if None not in have and have != (channels, image_size):
         raise UserError(

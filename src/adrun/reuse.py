@@ -30,12 +30,17 @@ def checkpoint_path(ckpt) -> Path:
     return path
 
 
-def saved_config(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents on the CPU, or a one-line error. Not weights-only: hyperparameters may hold OmegaConf
+    containers, as Lightning's own loading allows."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise UserError(f"ckpt {path}: not a readable checkpoint ({type(error).__name__})") from error
-    config = checkpoint.get("adrun", {}).get("config")
+
+
+def saved_config(path: Path) -> dict:
+    config = read_checkpoint(path).get("adrun", {}).get("config")
     if config is None:
         raise UserError(f"ckpt {path} holds no run config (made before adrun kept it); re-train, or use ckpt= to train")
     return config

@@ -48,9 +48,11 @@ def train(datamodule, args) -> FAnoGAN:
 def timed(score, batch: dict, one_by_one: bool) -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
     if one_by_one:
-        scores = torch.cat([score({k: v[i : i + 1] for k, v in batch.items()})[0] for i in range(len(batch["image"]))])
+        scores = torch.cat(
+            [score({k: v[i : i + 1] for k, v in batch.items()}).image for i in range(len(batch["image"]))]
+        )
     else:
-        scores = score(batch)[0]
+        scores = score(batch).image
     return time.perf_counter() - start, scores.detach()
 
 

@@ -17,7 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from adrun.cli import config_dir, run
+from adrun.cli import config_dir
+from adrun.runner import run
 
 REPEATS = 2
 
@@ -41,15 +42,17 @@ def bare_images_per_s(cfg) -> float:
 
 
 def main(overrides: list[str]) -> None:
+    overrides = ["method.epochs=3", *overrides]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["method.epochs=3", *overrides])
+        cfg = compose(config_name="config", overrides=overrides)
     runner = bare = 0.0
     for _ in range(REPEATS):
         bare = max(bare, bare_images_per_s(cfg))
         with tempfile.TemporaryDirectory() as run_dir:
-            runner = max(runner, run(cfg, run_dir=Path(run_dir))["timings"]["train_images_per_s"])
+            results = run(cfg, Path(run_dir) / "run", overrides)
+            runner = max(runner, results["timings"]["train_images_per_s"])
     print("\n| overrides | runner images/s | bare loop images/s | overhead |\n|---|---|---|---|")
-    print(f"| {' '.join(overrides) or '(defaults)'} | {runner:.1f} | {bare:.1f} | {100 * (bare / runner - 1):+.1f}% |")
+    print(f"| {' '.join(overrides)} | {runner:.1f} | {bare:.1f} | {100 * (bare / runner - 1):+.1f}% |")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ shift $(($# < 2 ? $# : 2))
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(ganomaly anogan fanogan ognet ada students)
 declare -A extra=(
-  [anogan]="method=anogan"
-  [fanogan]="method=fanogan method.gan_epochs=1 method.encoder_epochs=1 method.epochs=2"
-  [ognet]="method=ognet method.low_epoch=1 method.high_epoch=2 method.epochs=2 method.phase2_iterations=5"
-  [ada]="method=ada"
-  [students]="method=students method.patch_sizes=[33] method.students=5 method.teacher_iterations=20
+  [ganomaly]="method.epochs=1"
+  [anogan]="method=anogan method.epochs=1"
+  [fanogan]="method=fanogan method.gan_epochs=1 method.encoder_epochs=1"
+  [ognet]="method=ognet method.low_epoch=1 method.high_epoch=2 method.phase2_iterations=5"
+  [ada]="method=ada method.epochs=1"
+  [students]="method=students method.epochs=1 method.patch_sizes=[33] method.students=5 method.teacher_iterations=20
     method.teacher_cache=$work/teachers data.batch_size=8"
 )
 mkdir -p "$work/images"
@@ -36,7 +37,7 @@ echo "| method | images | decode + score img/s | whole call img/s | threshold |"
 echo "|---|---|---|---|---|"
 for method in "${methods[@]}"; do
   run="$work/$method"
-  adrun data=synthetic data.image_size=32 method.epochs=1 ${extra[$method]:-} hydra.run.dir="$run/train" \
+  adrun data=synthetic data.image_size=32 ${extra[$method]:-} hydra.run.dir="$run/train" \
     > "$run.train.log" 2>&1
   adrun mode=predict ckpt="$run/train" input="$work/images" hydra.run.dir="$run/predict" > "$run.predict.log" 2>&1
   python -c "

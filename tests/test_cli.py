@@ -1,15 +1,10 @@
 """The command line as a user meets it: help and config printing (bad input: tests/test_bad_input.py)."""
 
-import subprocess
-import sys
-
-
-def adrun(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "adrun", *args], capture_output=True, text=True, timeout=240, cwd=cwd)
+from tests.conftest import adrun
 
 
 def test_help_lists_the_groups():
-    out = adrun("--help")
+    out = adrun("--help", cwd=None)
     assert out.returncode == 0
     listing = out.stdout.split("== Config ==")[0].splitlines()
     groups = dict(line.split(": ", 1) for line in listing if line.startswith(("method: ", "data: ", "hardware: ")))
@@ -21,6 +16,6 @@ def test_help_lists_the_groups():
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides():
-    out = adrun("--cfg", "job", "method.w_con=10", "data=synthetic")
+    out = adrun("--cfg", "job", "method.w_con=10", "data=synthetic", cwd=None)
     assert out.returncode == 0
     assert "w_con: 10" in out.stdout and "adrun.data.synthetic.Synthetic" in out.stdout

@@ -1,5 +1,6 @@
 """DDP on a machine without GPUs (`hardware=cpu_ddp`: two processes, gloo): every method trains, the test pass gathers
-both ranks' scores, a checkpoint tests to the same metrics as in one process, and only rank 0 writes."""
+both ranks' scores, a checkpoint tests — on other data too — to the same scores in one process and in two (the extra
+rank runs the very plan rank 0 made), several DDP runs follow each other in one process, and only rank 0 writes."""
 
 import json
 import subprocess
@@ -8,57 +9,66 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["data=synthetic", "data.image_size=16", "data.batch_size=8"]
-METHODS = {
-    "ganomaly": ["method.epochs=2"],
-    "anogan": [
-        "method=anogan",
-        "method.epochs=2",
-        "method.iterations=3",
-        "method.nz=8",
-        "method.ngf=8",
-        "method.ndf=8",
-    ],
-    "fanogan": ["method=fanogan", "method.gan_epochs=1", "method.encoder_epochs=1", "method.epochs=2", "method.nz=8"],
-    "ognet": ["method=ognet", "data.image_size=20", "method.width=4", "method.low_epoch=1", "method.high_epoch=2"],
-    "ada": ["method=ada", "method.epochs=2"],
-    "students": ["method=students", "method.patch_sizes=[17]", "method.students=2", "method.epochs=1"],
-}
-EXTRA = {"ognet": ["method.phase2_iterations=3"], "students": ["method.teacher_iterations=3"]}
+from tests.conftest import METHODS, SMALL, adrun, run
 
-
-def adrun(*args: str, cwd: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "adrun", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
+ROOT = Path(__file__).resolve().parents[1]
+# One process runs every method's tiny run under DDP, one after another (as a sweep would): one interpreter start
+# instead of six, and a check that each run's process group is gone before the next one makes its own.
+EVERY_METHOD = """
+import sys
+from pathlib import Path
+from tests.conftest import run, tiny
+for method in sys.argv[2:]:
+    run(Path(sys.argv[1]) / method, *tiny(method, "hardware=cpu_ddp"))
+"""
 
 
 def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def under_ddp(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("ddp")
+    command = [sys.executable, "-c", EVERY_METHOD, str(runs), *METHODS]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return runs
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_trains_and_tests_under_ddp(method, tmp_path):
+def test_every_method_trains_and_tests_under_ddp(method, under_ddp):
     """Manual-optimisation GANs included: each backward leaves the other player's parameters without gradients."""
-    cache = [f"method.teacher_cache={tmp_path}/teachers"] if method == "students" else []
-    adrun(
-        *TINY, *METHODS[method], *EXTRA.get(method, []), *cache, "hardware=cpu_ddp", "hydra.run.dir=run", cwd=tmp_path
-    )
-    saved = results(tmp_path / "run")
+    run_dir = under_ddp / method
+    saved = results(run_dir)
     assert saved["status"] == "ok" and saved["processes"] == 2
     assert saved["counts"]["test"] == 32, "the metrics cover both ranks' test samples, each once"
     assert saved["metrics"]["image_auroc"] is not None
-    writers = {path.name.split(".")[-2] for path in (tmp_path / "run" / "tb").glob("events.out.tfevents.*")}
+    writers = {path.name.split(".")[-2] for path in (run_dir / "tb").glob("events.out.tfevents.*")}
     assert len(writers) == 1, "only rank 0 (one process id) writes TensorBoard events"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "adrun.log",
+        "checkpoints",
+        "config.yaml",
+        "results.json",
+        "scores.csv",
+        "tb",
+    ], "the plan reached the other rank through a temporary file, not the run dir"
 
 
-def test_a_checkpoint_tests_to_the_same_metrics_in_one_process_and_in_two(tmp_path):
-    adrun(*TINY, "method.epochs=2", "hydra.run.dir=trained", cwd=tmp_path)
-    for hardware in ("cpu", "cpu_ddp"):
-        adrun(
-            *TINY, "method.epochs=2", "ckpt=trained", f"hardware={hardware}", f"hydra.run.dir={hardware}", cwd=tmp_path
+def test_a_checkpoint_tests_on_other_data_to_the_same_scores_in_one_process_and_in_two(tmp_path):
+    run(tmp_path / "trained", *SMALL, "method.epochs=2")  # the digits, normal class 0
+    test = ("mode=test", f"ckpt={tmp_path / 'trained'}", "data.test_subset=100")
+    out = adrun("-m", *test, "data.normal_class=0,3", "hardware=cpu_ddp", "hydra.sweep.dir=ddp", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for job, normal_class in enumerate((0, 3)):
+        one = run(tmp_path / f"cpu{job}", *test, f"data.normal_class={normal_class}")
+        two = results(tmp_path / "ddp" / str(job))
+        assert (one["processes"], two["processes"]) == (1, 2)
+        assert two["normal_class"] == [normal_class] and two["counts"]["test"] == 100, "rank 1 tested these data too"
+        assert one["metrics"] == two["metrics"]
+        cpu, ddp = (
+            path.read_text()
+            for path in (tmp_path / f"cpu{job}" / "scores.csv", tmp_path / "ddp" / str(job) / "scores.csv")
         )
-    one, two = results(tmp_path / "cpu"), results(tmp_path / "cpu_ddp")
-    assert (one["processes"], two["processes"]) == (1, 2)
-    assert one["metrics"] == two["metrics"] == results(tmp_path / "trained")["metrics"]
-    assert (tmp_path / "cpu" / "scores.csv").read_text() == (tmp_path / "cpu_ddp" / "scores.csv").read_text()
+        assert cpu == ddp

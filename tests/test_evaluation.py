@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from adrun.artefacts import RunDir
 from adrun.evaluation import (
     PRO_MAX_FPR,
     TestOutputs,
@@ -15,7 +16,6 @@ from adrun.evaluation import (
     compute_metrics,
     image_metrics,
     pixel_metrics,
-    write_scores,
 )
 
 
@@ -94,7 +94,7 @@ def test_score_variants_get_their_auroc_and_a_scores_csv_column(tmp_path):
     metrics = compute_metrics(outputs)
     assert metrics["image_auroc"] == 1.0
     assert metrics["image_auroc_phase1"] == pytest.approx(pairwise_auroc(outputs.variants["phase1"], labels)) == 0.5
-    write_scores(tmp_path / "scores.csv", outputs, lambda i: f"id{i}")
+    RunDir(tmp_path).write_scores(outputs, lambda i: f"id{i}")
     with open(tmp_path / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["score_phase1"]) for r in rows] == pytest.approx([0.4, 0.1, 0.3, 0.2]) and rows[2]["id"] == "id2"

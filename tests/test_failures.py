@@ -7,17 +7,18 @@ import json
 import pytest
 import torch
 
+from adrun.artefacts import write_atomically
 from adrun.errors import UserError
-from adrun.evaluation import write_atomically
-from tests.conftest import TINY, composed
-from tests.test_cli import adrun
+from tests.conftest import run, tiny
 
 
-def test_a_failed_job_is_recorded_and_the_sweep_goes_on_and_exits_1(tmp_path):
-    out = adrun("-m", *TINY, "method.lr=2e-4,1e12,1e-3", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
-    assert out.returncode == 1
-    assert "adrun: job 1 failed: non-finite loss: train/loss_g = nan" in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("adrun: error: 1 of 3 jobs did not finish; job 1: non-finite")
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on_and_exits_1(tmp_path, adrun_here):
+    code, _, err = adrun_here(
+        "-m", *tiny(), "method.lr=2e-4,1e12,1e-3", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path
+    )
+    assert code == 1
+    assert "adrun: job 1 failed: non-finite loss: train/loss_g = nan" in err
+    assert err.strip().splitlines()[-1].startswith("adrun: error: 1 of 3 jobs did not finish; job 1: non-finite")
     statuses = [json.loads((tmp_path / "sweep" / str(job) / "results.json").read_text()) for job in range(3)]
     assert [s["status"] for s in statuses] == ["ok", "failed", "ok"]
     assert statuses[1]["error"].startswith("non-finite loss: train/loss_g = nan at epoch 0, batch 1")
@@ -28,7 +29,6 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_and_exits_1(tmp_path):
 
 
 def test_a_nan_loss_stops_the_run_naming_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from adrun.cli import run
     from adrun.methods.ganomaly import GANomaly
 
     update = GANomaly.update
@@ -41,7 +41,7 @@ def test_a_nan_loss_stops_the_run_naming_step_and_term_and_keeps_the_last_good_c
 
     monkeypatch.setattr(GANomaly, "update", nan_in_epoch_1)
     with pytest.raises(UserError, match=r"non-finite loss: train/con = nan at epoch 1, batch 0; training stopped"):
-        run(composed(*TINY, "method.epochs=3"), run_dir=tmp_path)
+        run(tmp_path, *tiny("ganomaly", "method.epochs=3"))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["status"] == "failed" and "metrics" not in saved and not (tmp_path / "scores.csv").exists()
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from hydra.errors import MissingConfigException
 
-from adrun.cli import one_line
+from adrun.errors import one_line
 from adrun.resolvers import threads_per_job
-from tests.test_cli import adrun
+from tests.conftest import adrun
 
 TINY = ("method.epochs=1", "data.batch_size=32", "trainer.log_every_n_steps=1")
 
@@ -36,9 +36,10 @@ def test_local_runs_the_jobs_side_by_side_and_shares_the_cores(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
-    results = job_results(sweep, 2)
-    assert {r["config"]["threads"] for r in results} == {threads_per_job(2)}
-    assert {r["config"]["hardware"]["num_workers"] for r in results} == {0}
+    job_results(sweep, 2)
+    configs = [yaml.safe_load((sweep / str(job) / "config.yaml").read_text()) for job in range(2)]
+    assert {c["threads"] for c in configs} == {threads_per_job(2)}
+    assert {c["hardware"]["num_workers"] for c in configs} == {0}
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["data.normal_class"] for r in rows] == ["0", "1", "mean of 2"]
     assert (sweep / "summary.md").is_file()

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, composed
+from tests.conftest import run, tiny
 
 # Long enough (≈ 0.3 s per epoch here) that the kill lands inside training, after the first checkpoint.
-SLOW = [*TINY, "data.n_train=320", "method.epochs=5"]
+SLOW = tiny("ganomaly", "data.n_train=320", "method.epochs=5")
 
 
 def adrun(*args: str, cwd: Path) -> subprocess.Popen:
@@ -23,21 +23,12 @@ def adrun(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-def finished(process: subprocess.Popen) -> str:
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
-    return out
-
-
 def status(run_dir: Path) -> str:
     return json.loads((run_dir / "results.json").read_text())["status"]
 
 
-def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
+def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, adrun_here):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    uninterrupted = adrun(*SLOW, f"hydra.run.dir={whole}", cwd=tmp_path)
-    finished(uninterrupted)
-
     victim = adrun(*SLOW, f"hydra.run.dir={killed}", cwd=tmp_path)
     checkpoint = killed / "checkpoints" / "last.ckpt"
     while not checkpoint.exists() and victim.poll() is None:
@@ -50,7 +41,9 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
     epoch = torch.load(checkpoint, weights_only=True)["epoch"]
     assert epoch < 4
 
-    out = finished(adrun(*SLOW, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path))
+    run(whole, *SLOW)  # uninterrupted, in this process
+    code, out, err = adrun_here(*SLOW, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert code == 0, err
     assert f"continuing from {checkpoint}" in out
     resumed, whole_results = (json.loads((d / "results.json").read_text()) for d in (killed, whole))
     assert resumed["status"] == "ok" and resumed["continued_from"] == str(checkpoint)
@@ -59,29 +52,33 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
 
 
 def test_resume_true_skips_a_finished_run_and_refuses_another_config(tmp_path):
-    from adrun.cli import run
     from adrun.errors import UserError
 
-    first = run(composed(*TINY), run_dir=tmp_path)
+    first = run(tmp_path, *tiny())
     stamp = (tmp_path / "results.json").stat().st_mtime_ns
-    again = run(composed(*TINY, "resume=true"), run_dir=tmp_path)
+    again = run(tmp_path, *tiny("ganomaly", "resume=true"))
     assert again["metrics"] == first["metrics"] and (tmp_path / "results.json").stat().st_mtime_ns == stamp
 
     (tmp_path / "results.json").unlink()  # as if it had been killed during its test pass
     with pytest.raises(UserError, match=r"holds a run with another config \(method.w_con differ\)"):
-        run(composed(*TINY, "resume=true", "method.w_con=10"), run_dir=tmp_path)
+        run(tmp_path, *tiny("ganomaly", "resume=true", "method.w_con=10"))
+    with pytest.raises(UserError, match=r"already holds a run \(status started\); resume=true continues it"):
+        (tmp_path / "results.json").write_text('{"status": "started"}')
+        run(tmp_path, *tiny())
 
 
-def test_a_sweep_run_again_with_resume_skips_finished_jobs_and_resumes_the_others(tmp_path):
-    sweep = [*TINY, "method.epochs=2", "data.normal_class=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    finished(adrun("-m", *sweep, cwd=tmp_path))
+def test_a_sweep_run_again_with_resume_skips_finished_jobs_and_resumes_the_others(tmp_path, adrun_here):
+    sweep = [*tiny("ganomaly", "method.epochs=2"), "data.normal_class=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    code, _, err = adrun_here("-m", *sweep, cwd=tmp_path)
+    assert code == 0, err
     job0, job1 = tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"
     stamp = (job0 / "results.json").stat().st_mtime_ns
     killed = json.loads((job1 / "results.json").read_text()) | {"status": "started"}  # what a killed job leaves
     (job1 / "results.json").write_text(json.dumps(killed))
     (job1 / "scores.csv").unlink()
 
-    out = finished(adrun("-m", *sweep, "resume=true", cwd=tmp_path))
+    code, out, err = adrun_here("-m", *sweep, "resume=true", cwd=tmp_path)
+    assert code == 0, err
     assert f"{job0} finished before" in out and f"continuing from {job1 / 'checkpoints' / 'last.ckpt'}" in out
     assert (job0 / "results.json").stat().st_mtime_ns == stamp
     assert status(job1) == "ok"
@@ -90,11 +87,9 @@ def test_a_sweep_run_again_with_resume_skips_finished_jobs_and_resumes_the_other
 
 
 def test_the_same_seed_gives_the_same_run(tmp_path):
-    from adrun.cli import run
-
-    a = run(composed(*TINY, "method.epochs=2"), run_dir=tmp_path / "a")
-    b = run(composed(*TINY, "method.epochs=2"), run_dir=tmp_path / "b")
+    a = run(tmp_path / "a", *tiny("ganomaly", "method.epochs=2"))
+    b = run(tmp_path / "b", *tiny("ganomaly", "method.epochs=2"))
     assert a["metrics"] == b["metrics"]
     assert (tmp_path / "a" / "scores.csv").read_text() == (tmp_path / "b" / "scores.csv").read_text()
-    run(composed(*TINY, "method.epochs=2", "seed=1"), run_dir=tmp_path / "c")
+    run(tmp_path / "c", *tiny("ganomaly", "method.epochs=2", "seed=1"))
     assert (tmp_path / "c" / "scores.csv").read_text() != (tmp_path / "a" / "scores.csv").read_text()

@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import METRICS_WITH_MASKS
@@ -13,11 +14,10 @@ EVERYTHING = {"images": 0, "scalars": 0, "tensors": 0}  # 0 = keep every record
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from adrun.cli import run
-    from tests.conftest import TINY, composed
+    from tests.conftest import run, tiny
 
-    run_dir = tmp_path_factory.mktemp("run")
-    return run(composed(*TINY), run_dir=run_dir), run_dir
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    return run(run_dir, *tiny()), run_dir
 
 
 def test_results_json(finished):
@@ -30,7 +30,9 @@ def test_results_json(finished):
     assert saved["counts"] == {"train": 43, "val": 5, "test": 32, "test_anomalous": 16}
     timings = saved["timings"]
     assert timings["fit_s"] > 0 and timings["train_images_per_s"] > 0 and timings["test_images_per_s"] > 0
-    assert saved["seed"] == 0 and saved["config"]["method"]["w_con"] == 50
+    assert saved["seed"] == 0 and "config" not in saved, "the config is in config.yaml, once"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["method"]["w_con"] == 50 and config["data"]["image_size"] == 16
     assert {"torch", "pytorch-lightning", "hydra-core"} <= set(saved["versions"])
 
 

@@ -6,7 +6,6 @@ import json
 import pytest
 
 from adrun.sweep import write_summary
-from tests.test_cli import adrun
 
 
 def fake_job(sweep_dir, job, overrides, auroc):
@@ -36,15 +35,16 @@ def test_means_are_taken_per_setting_of_the_other_overrides(tmp_path):
     assert [(m["method"], m["image_auroc"]) for m in means] == [("a", 0.5), ("b", 0.9)]
 
 
-def test_a_real_sweep_writes_the_table(tmp_path):
-    out = adrun(
+def test_a_real_sweep_writes_the_table(tmp_path, adrun_here):
+    code, _, err = adrun_here(
         "-m",
         "data.normal_class=range(3)",
         "method.epochs=1",
         "data.image_size=16",
         f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert code == 0, err[-2000:]
     rows = list(csv.DictReader((tmp_path / "sweep" / "summary.csv").open()))
     assert [r["data.normal_class"] for r in rows] == ["0", "1", "2", "mean of 3"]
     aurocs = [float(r["image_auroc"]) for r in rows]

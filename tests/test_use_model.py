@@ -9,19 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import composed
-from tests.data.test_folder import ANOMALIES, write_folders
+from tests.conftest import run
+from tests.fixtures.folder import ANOMALIES, write_folders
 
 SIZE = 16
 
 
 def train(tmp: Path, *overrides: str) -> Path:
     """A method trained for two epochs on the folder fixture (grey and RGB, PNG and JPEG files) into tmp/run."""
-    from adrun.cli import run
-
     root = write_folders(tmp / "parts", masks=None)
     anomaly_dirs = ",".join(f"'{root / 'test' / name}'" for name in ANOMALIES)
-    cfg = composed(
+    run(
+        tmp / "run",
         "data=folder",
         f"data.train_dir='{root / 'train' / 'good'}'",
         f"data.test_normal_dir='{root / 'test' / 'good'}'",
@@ -34,7 +33,6 @@ def train(tmp: Path, *overrides: str) -> Path:
         "method.epochs=2",
         *overrides,
     )
-    run(cfg, run_dir=tmp / "run")
     return tmp
 
 
@@ -44,9 +42,7 @@ def trained(tmp_path_factory):
 
 
 def use(trained: Path, name: str, *overrides: str) -> dict:
-    from adrun.cli import run
-
-    return run(composed(f"ckpt={trained / 'run'}", *overrides), run_dir=trained / name)
+    return run(trained / name, f"ckpt={trained / 'run'}", *overrides)
 
 
 def test_predict_writes_a_row_and_an_overlay_of_its_own_size_for_every_image(trained):
@@ -95,20 +91,21 @@ def test_the_stored_threshold_is_the_quantile_of_the_validation_normals_scores(t
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from adrun.checkpoints import Checkpoint
     from adrun.methods.ganomaly import GANomaly
 
-    checkpoint = torch.load(trained / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    stored = checkpoint["adrun"]["calibration"]
-    module = GANomaly.load_from_checkpoint(trained / "run" / "checkpoints" / "last.ckpt").eval()
-    datamodule = instantiate(OmegaConf.create(checkpoint["adrun"]["config"]).data)
+    checkpoint = Checkpoint.open(trained / "run")
+    module = GANomaly.load_from_checkpoint(checkpoint.path).eval()
+    datamodule = instantiate(OmegaConf.create(checkpoint.config).data)
     datamodule.setup("fit")
     normals = datamodule.val_set.subset((datamodule.val_set.labels == 0).nonzero().flatten())
     with torch.no_grad():
-        scores = module.score(normals.__getitems__(list(range(len(normals)))))[0]
-    assert stored["normals"] == len(normals) == 3 and stored["quantile"] == 0.99
-    assert stored["threshold"] == pytest.approx(torch.quantile(scores.double(), 0.99).item(), rel=1e-6)
+        scores = module.score(normals.__getitems__(list(range(len(normals))))).image
+    assert int(checkpoint.contents["state_dict"]["threshold_normals"]) == len(normals) == 3
+    assert checkpoint.threshold == pytest.approx(torch.quantile(scores.double(), 0.99).item(), rel=1e-6)
     results = json.loads((trained / "run" / "results.json").read_text())
-    assert results["threshold"]["value"] == stored["threshold"] and not results["threshold"]["given"]
+    assert results["threshold"]["value"] == checkpoint.threshold and not results["threshold"]["given"]
+    assert results["threshold"]["calibrated"] == {"threshold": checkpoint.threshold, "quantile": 0.99, "normals": 3}
     assert (
         0 <= results["metrics"]["image_fpr_at_threshold"] <= 1
         and 0 <= results["metrics"]["image_tpr_at_threshold"] <= 1

@@ -1,12 +1,12 @@
-"""Local DDP ranks, started by adrun itself: `python -m adrun.ddp <config.yaml> <run_dir>` per extra rank.
+"""Local DDP ranks started by adrun itself, and where a process stands among a run's ranks. A leaf: no adrun imports.
 
 Lightning's own launcher re-runs `sys.argv` in each new process. Under Hydra that re-runs a whole multirun (`-m` and
 its sweep are in argv) and, inside a joblib or submitit job, argv is not adrun's at all. So when a run asks for several
-processes on this node and nothing outside started them (torchrun, SLURM's srun), the run's resolved config is written
-to the run dir and ranks 1…n−1 are started from it, with the environment that tells Lightning the processes exist
-(`LOCAL_RANK`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`). Rank 0 is the calling process. Only rank 0 writes results,
-images and summaries (`adrun.cli.run`); the extra ranks' stdout is dropped and their stderr kept, so a failing rank
-says why. If an extra rank dies, Lightning's process observer stops them all (as with its own launcher).
+processes on this node and nothing outside started them (torchrun, SLURM's srun), the runner writes its plan to a file
+and starts ranks 1…n−1 with a command that enters the run at `runner.execute`, with the environment that tells
+Lightning the processes exist (`LOCAL_RANK`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`). Rank 0 is the calling
+process. The extra ranks' stdout is dropped and their stderr kept, so a failing rank says why. If an extra rank dies,
+Lightning's process observer stops them all (as with its own launcher).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 EXTERNAL_LAUNCHERS = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")  # set where something else made the ranks (and srun's)
+RANK_ENVIRONMENT = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR")
 
 
 def local_process_count(trainer_args: dict) -> int:
@@ -34,7 +32,7 @@ def local_process_count(trainer_args: dict) -> int:
 
 
 def started_elsewhere() -> bool:
-    """True where this process is one of several that torchrun, srun or `adrun.ddp` started."""
+    """True where this process is one of several that torchrun, srun or adrun started."""
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(key in os.environ for key in EXTERNAL_LAUNCHERS)
 
 
@@ -52,19 +50,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> list[subprocess.Popen]:
-    """Ranks 1…processes−1 of this node as child processes; this process becomes rank 0."""
+def start_ranks(command: list[str], processes: int) -> list[subprocess.Popen]:
+    """Ranks 1…processes−1 of this node, each running `command`; this process becomes rank 0."""
     from lightning_fabric.strategies.launchers.subprocess_script import _launch_process_observer
 
-    config = run_dir / "ddp_config.yaml"
-    OmegaConf.save(cfg, config, resolve=True)
     os.environ.pop("SLURM_NTASKS", None)  # a one-task SLURM job: these ranks are ours, not SLURM's (Lightning checks)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), NODE_RANK="0", LOCAL_RANK="0")
     os.environ["WORLD_SIZE"] = str(processes)
     children = []
     for rank in range(1, processes):
         env = os.environ | {"LOCAL_RANK": str(rank)}
-        command = [sys.executable, "-m", "adrun.ddp", str(config), str(run_dir)]
         children.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL))
     _launch_process_observer(children)
     return children
@@ -78,18 +73,9 @@ def stop_ranks(children: list[subprocess.Popen], failed: bool) -> None:
             child.kill()
         child.wait()
     if children:
-        for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR"):
+        for key in RANK_ENVIRONMENT:
             os.environ.pop(key, None)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # Lightning keeps it until exit; the next run makes its own
     if not failed and (codes := [child.returncode for child in children if child.returncode]):
         raise RuntimeError(f"a DDP rank exited with status {codes[0]} (its error is above)")
-
-
-def main() -> None:
-    from adrun.cli import run
-
-    config, run_dir = sys.argv[1:3]
-    run(OmegaConf.load(config), Path(run_dir))
-
-
-if __name__ == "__main__":
-    main()

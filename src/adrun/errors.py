@@ -1,11 +1,76 @@
-"""The one exception type a user can cause and fix: the CLI prints its message as a single line and exits non-zero."""
+"""Errors a user can cause and fix, and how each becomes the one line the CLI prints (exit status 2).
+
+`one_line(error)` is the message for a user's error, or None for a bug (which keeps its traceback). A sweep whose jobs
+did not all finish ends with `IncompleteSweep`: one line, exit status 1.
+"""
+
+from __future__ import annotations
+
+import difflib
 
 
 class UserError(Exception):
     """Bad input (missing data, impossible size, unknown class, …); the message says what to do."""
 
 
+class IncompleteSweep(SystemExit):
+    """A multirun ended with failed or unfinished jobs; `message` names them (the summary lists all). A SystemExit
+    (status 1), since Hydra turns an Exception raised in a callback into a warning; `adrun` prints the message."""
+
+    def __init__(self, message: str):
+        super().__init__(1)
+        self.message = message
+
+
 def check_choice(key: str, value, choices) -> None:
     """A key that takes one of a few named values: anything else is a UserError naming them."""
     if value not in choices:
         raise UserError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def key_hint(key: str, known: list[str]) -> str:
+    """' (did you mean …?)' for an unknown key: the known keys that hold it as a word (`epochs` → `gan_epochs`), else
+    the closest spelling; '' when nothing is near."""
+    name = key.rpartition(".")[2]
+    parent = key.rpartition(".")[0]
+    close = [k for k in known if name in k.split("_") and k != name] or difflib.get_close_matches(name, known, n=1)
+    if not close:
+        return ""
+    shown = " or ".join(f"'{parent + '.' if parent else ''}{k}'" for k in close[:3])
+    return f" (did you mean {shown}?)"
+
+
+def one_line(error: BaseException) -> str | None:
+    """The message for an error the user can fix, or None for a bug."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, UserError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, MissingConfigException) and (error.missing_cfg_file or "").startswith("hydra/launcher/"):
+        plugin = error.missing_cfg_file.rsplit("/", 1)[1]  # launcher=local|slurm without its Hydra plugin
+        return f'the {plugin} launcher is not installed; pip install -e ".[cluster]" (Hydra\'s launcher plugins)'
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" in error.missing_cfg_file:
+        group, name = error.missing_cfg_file.split("/", 1)
+        options = ", ".join(error.options or [])
+        return f"unknown {group} '{name}'; choose one of: {options}"
+    if isinstance(error, ConfigCompositionException) and isinstance(
+        error.__cause__, ConfigKeyError | ConfigAttributeError
+    ):
+        key_error = error.__cause__
+        known = [str(k) for k in key_error.parent_node] if key_error.parent_node is not None else []
+        hint = key_hint(str(key_error.full_key), known)
+        return f"unknown key '{key_error.full_key}'{hint}; `adrun --cfg job` lists every key"
+    if isinstance(error, OSError) and error.filename:  # the environment's fault: a dir that cannot be made or written
+        return f"cannot use {error.filename}: {error.strerror}"
+    if isinstance(error, ConfigCompositionException | OverrideParseException | InstantiationException):
+        return " ".join(str(error).split())
+    return None

@@ -1,4 +1,5 @@
-"""The one evaluation path: metrics from scores and labels (and maps and masks), results.json and scores.csv.
+"""The one evaluation path: the `Evaluator` callback collects every test batch's `Scores`, gathers the DDP ranks, and
+computes the metrics (torchmetrics) from scores and labels (and maps and masks); it logs them and the figures.
 
 Test labels enter here and nowhere else: no threshold, normalisation or model choice is fitted on them. "F1 at the
 best threshold" is therefore an oracle figure, reported because the papers report it; the EER and the F1 at the
@@ -7,19 +8,14 @@ equal-error threshold (OGNet's) likewise.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-import platform
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.loggers import TensorBoardLogger
 from scipy import ndimage
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchmetrics.functional.classification import (
     binary_auroc,
     binary_average_precision,
@@ -27,7 +23,13 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
+from adrun import visual
+from adrun.calibration import decision_threshold
+from adrun.scores import Scores
+
 PRO_MAX_FPR = 0.3  # AUPRO integrates the per-region overlap up to this false-positive rate (Bergmann et al.)
+EXTREMES = 8  # the test grid shows this many most and as many least anomalous samples
+VARIANT = "variant:"  # the prefix of a score variant's column while a test pass collects
 
 
 @dataclass
@@ -163,53 +165,64 @@ def compute_metrics(outputs: TestOutputs, threshold: float | None = None) -> dic
     return metrics
 
 
-def write_atomically(path: Path, write: Callable) -> None:
-    """Write through a temporary file and rename, so a half-written file never looks like a result."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+class Evaluator(Callback):
+    """The test pass's one evaluation, for every method: collects each batch's `Scores` (what `test_step` returns),
+    joins the DDP ranks' columns and drops the repeats their sampler adds, computes the metrics at `threshold` (the
+    command line's `threshold=`, else the method's calibrated one), logs them as `test/*` and, on rank 0, the grid of
+    the most and least anomalous samples and the PR curve. After `trainer.test`, `outputs` and `metrics` hold them."""
+
+    def __init__(self, threshold: float | None = None):
+        self.given_threshold = threshold
+        self.outputs: TestOutputs | None = None
+        self.metrics: dict[str, float] = {}
+        self.threshold: float | None = None
+        self._rows: list[dict[str, torch.Tensor]] = []
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._rows = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs: Scores, batch, batch_idx, dataloader_idx=0) -> None:
+        row = {"index": batch["index"], "labels": batch["label"], "scores": outputs.image.float()}
+        row |= {f"{VARIANT}{name}": values.float() for name, values in outputs.variants.items()}
+        if trainer.datamodule.has_masks:
+            row |= {"maps": outputs.map.float(), "masks": batch["mask"]}
+        self._rows.append({key: value.detach().cpu() for key, value in row.items()})
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        columns = {key: torch.cat([row[key] for row in self._rows]) for key in self._rows[0]}
+        columns = every_rank(columns)
+        order = columns["index"].argsort()
+        columns = {key: value[order] for key, value in columns.items()}
+        first = torch.ones_like(columns["index"], dtype=torch.bool)  # DDP's sampler repeats samples to even out ranks
+        first[1:] = columns["index"][1:] != columns["index"][:-1]
+        columns = {key: value[first] for key, value in columns.items()}
+        variants = {key.removeprefix(VARIANT): columns.pop(key) for key in list(columns) if key.startswith(VARIANT)}
+        self.outputs, self._rows = TestOutputs(**columns, variants=variants), []
+        self.threshold = decision_threshold(pl_module, self.given_threshold)
+        self.metrics = compute_metrics(self.outputs, self.threshold)
+        pl_module.log_dict({f"test/{key}": value for key, value in self.metrics.items()}, rank_zero_only=True)
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
+            self.log_figures(trainer, pl_module)
+
+    def log_figures(self, trainer, pl_module) -> None:
+        """The most and least anomalous test samples as a grid, and the PR curve."""
+        outputs, writer = self.outputs, trainer.logger.experiment
+        order = outputs.scores.argsort(descending=True)
+        per_block = min(EXTREMES, (len(order) + 1) // 2)
+        chosen = torch.cat([order[:per_block], order[per_block:][-per_block:]])
+        datamodule = trainer.datamodule
+        batch = {key: value.to(pl_module.device) for key, value in datamodule.test_batch(outputs.index[chosen]).items()}
+        scored = pl_module.score(batch).detached()
+        masks = batch["mask"].float().cpu() if datamodule.has_masks else None
+        grid = visual.extremes_grid(batch["image"].float().cpu(), scored.reconstruction, scored.map, masks, per_block)
+        writer.add_image("test/most_and_least_anomalous", grid, trainer.global_step)
+        writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), trainer.global_step)
 
 
-def write_scores(path: Path, outputs: TestOutputs, sample_id: Callable[[int], str]) -> None:
-    """scores.csv: one row per test sample: index, id (file path or id), label, score, and score_<name> per variant."""
-
-    def write(f):
-        out = csv.writer(f)
-        out.writerow(["index", "id", "label", "score", *(f"score_{name}" for name in outputs.variants)])
-        columns = [outputs.scores, *outputs.variants.values()]
-        for i, label, *scores in zip(
-            outputs.index.tolist(), outputs.labels.tolist(), *(c.tolist() for c in columns), strict=True
-        ):
-            out.writerow([i, sample_id(i), label, *(f"{score:.8g}" for score in scores)])
-
-    write_atomically(path, write)
-
-
-def write_results(path: Path, results: dict) -> None:
-    write_atomically(path, lambda f: json.dump(results, f, indent=2, default=str))
-
-
-def versions() -> dict[str, str]:
-    """The versions a result depends on, for results.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:  # e.g. adrun run from a source tree on PYTHONPATH
-            return "not installed"
-
-    names = ("adrun", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core")
-    return {"python": platform.python_version()} | {name: installed(name) for name in names}
-
-
-def log_hparams(writer, hparams: dict, metrics: dict[str, float]) -> None:
-    """The HParams-tab record: these hyperparameters beside the final `test/*` metrics (already logged as scalars)."""
-    experiment, session_start, session_end = hparams_summary(hparams, {f"test/{k}": v for k, v in metrics.items()})
-    file_writer = writer._get_file_writer()
-    for summary in (experiment, session_start, session_end):
-        file_writer.add_summary(summary)
+def every_rank(columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Under DDP, each rank's test columns joined (every rank gets all of them; any backend, any sizes); else as is."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return columns
+    gathered: list[dict[str, torch.Tensor] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, columns)
+    return {key: torch.cat([part[key] for part in gathered]) for key in columns}

@@ -34,9 +34,16 @@ def threads_per_job(n_jobs: int) -> int:
     return max(1, cores // running)
 
 
+MODES = ("train", "test", "predict")
+
+
 def run_kind(mode: str, method: str, data: str) -> str:
     """The run dir's middle: `runs/<method>/<data>` for training, `test` or `predict` for a checkpoint's later use
-    (whose method and data come from the checkpoint, not from the command line's defaults)."""
+    (whose method and data come from the checkpoint, not from the command line's defaults). An unknown mode is refused
+    here, before Hydra makes a dir named after it."""
+    from adrun.errors import check_choice
+
+    check_choice("mode", mode, MODES)
     return f"runs/{method}/{data}" if mode == "train" else str(mode)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from adrun.evaluation import write_atomically
+from adrun.artefacts import write_atomically
+from adrun.errors import IncompleteSweep
 
 CLASS_KEY = "data.normal_class"
 NOT_A_SETTING = ("resume", "threads", "hydra.")  # overrides that say how a job ran, not what it computed
@@ -99,20 +100,16 @@ def write_summary(sweep_dir: Path) -> list[dict]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: writes the sweep's summary when a multirun ends."""
+    """Hydra callback: writes the sweep's summary when a multirun ends; raises IncompleteSweep if jobs failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         table = write_summary(sweep_dir)
         if table:
             print(f"sweep summary: {sweep_dir / 'summary.md'}")
-        if failed := failures(table):
+        if failed := failures(table):  # `adrun` exits 1 with this line
             first = failed[0]
-            global UNFINISHED
-            UNFINISHED = (
+            raise IncompleteSweep(
                 f"{len(failed)} of {len([r for r in table if r['job'] != 'mean'])} jobs did not finish; job "
                 f"{first['job']}: {first.get(ERROR, first['status'])} (all in {sweep_dir / 'summary.md'})"
             )
-
-
-UNFINISHED: str | None = None  # set when a sweep ends with failed jobs; `adrun` then exits 1 with this line

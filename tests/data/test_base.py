@@ -1,20 +1,20 @@
 """The one-class protocol: exactly the right classes and counts, stratified subsets, the batch contract."""
 
-import gzip
 import math
-import struct
 
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from adrun.data.base import stratified_subset, to_channels
+from adrun.data.base import stratified_subset
 from adrun.data.digits import Digits
 from adrun.data.fashion_mnist import FashionMNIST
+from adrun.data.images import to_channels
 from adrun.data.mnist import FILES, MNIST
 from adrun.data.synthetic import Synthetic
 from adrun.errors import UserError
 from tests.conftest import one_line_error
+from tests.fixtures.idx import write_mnist
 
 
 def digits(**kwargs):
@@ -93,23 +93,6 @@ def test_normal_class_outside_the_dataset_is_refused(bad):
         Digits(image_size=16, channels=1, normal_class=bad)
 
 
-def write_idx(path, array: torch.Tensor, compress: bool):
-    header = struct.pack(">I", 0x0800 | array.dim()) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.to(torch.uint8).numpy().tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        data = gzip.compress(data)
-    path.write_bytes(data)
-
-
-def write_mnist(root, n_train=60, n_test=30, compress=True):
-    generator = torch.Generator().manual_seed(0)
-    root.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(root / f"{name}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=generator), compress)
-        write_idx(root / f"{name}-labels-idx1-ubyte", torch.arange(n) % 10, compress)
-
-
 @pytest.mark.parametrize("compress", [True, False])
 def test_fashion_mnist_reads_the_published_idx_files(tmp_path, compress):
     write_mnist(tmp_path / "fmnist", compress=compress)
@@ -157,11 +140,11 @@ def test_a_truncated_idx_file_is_named_and_poisons_no_cache(tmp_path, compress):
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_end_to_end_on_the_idx_fixture(tmp_path, name):
-    from adrun.cli import run
-    from tests.conftest import composed
+    from tests.conftest import run
 
     write_mnist(tmp_path / "idx", n_train=120, n_test=40)
-    cfg = composed(
+    results = run(
+        tmp_path / "run",
         f"data={name}",
         f"data.root={tmp_path / 'idx'}",
         f"data.cache_dir={tmp_path / 'cache'}",
@@ -170,6 +153,5 @@ def test_end_to_end_on_the_idx_fixture(tmp_path, name):
         "data.batch_size=4",
         "data.normal_class=2",
     )
-    results = run(cfg, run_dir=tmp_path / "run")
     assert results["counts"] == {"train": 11, "val": 1, "test": 40, "test_anomalous": 36}
     assert 0 <= results["metrics"]["image_auroc"] <= 1 and (tmp_path / "run" / "results.json").is_file()

@@ -7,35 +7,15 @@ greyscale and colour JPEGs at varying sizes (as the real files are), plus `257.c
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 
 import adrun.data.caltech256 as caltech
 from adrun.data.caltech256 import Caltech256
 from adrun.errors import UserError
 from tests.conftest import one_line, run_on_fixture
-
-TREE = "256_ObjectCategories"
-# category folder → image count; with train_per_category=4 the first three have test images, baseball-bat does not
-COUNTS = {"001.ak47": 8, "002.american-flag": 5, "003.backpack": 9, "004.baseball-bat": 3, "257.clutter": 12}
-
-
-def write_tree(tree: Path, counts=COUNTS, seed=0) -> Path:
-    """JPEGs of random blocks, every third one greyscale, sizes 20–60 px per side."""
-    rng = np.random.default_rng(seed)
-    for folder, n in counts.items():
-        (tree / folder).mkdir(parents=True, exist_ok=True)
-        number = folder.split(".")[0]
-        for i in range(1, n + 1):
-            h, w = rng.integers(20, 61, size=2)
-            grey = i % 3 == 0
-            blocks = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1) if grey else (h // 4 + 1, w // 4 + 1, 3))
-            pixels = np.kron(blocks, np.ones((4, 4) if grey else (4, 4, 1)))[:h, :w].astype(np.uint8)
-            Image.fromarray(pixels, "L" if grey else "RGB").save(tree / folder / f"{number}_{i:04d}.jpg", quality=95)
-    return tree
+from tests.fixtures.caltech256 import COUNTS, TREE, write_tree
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ green and blue planes of each 32×32 image, row-major), `labels` a list of ints.
 the published MD5, so each fixture patches torchvision's table with its own files' checksums.
 """
 
-import hashlib
 import json
 import pickle
 import shutil
-import struct
 
 import numpy as np
 import pytest
@@ -20,68 +18,7 @@ import torchvision
 from adrun.data.cifar10 import CIFAR10
 from adrun.errors import UserError
 from tests.conftest import run_on_fixture
-
-FOLDER = "cifar-10-batches-py"
-BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
-
-
-class Py2Str(bytes):
-    """A Python 2 `str`, as the published pickles' keys and names are."""
-
-
-class Py2Pickler(pickle._Pickler):
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_py2str(self, obj):
-        data = bytes(obj)
-        if len(data) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
-        self.memoize(obj)
-
-    dispatch[Py2Str] = save_py2str
-
-
-def dump(path, entry: dict):
-    """Protocol 2, as published, except that arrays take protocol 4 (bytes stay bytes: fast for 30 MB batches)."""
-    arrays = any(isinstance(v, np.ndarray) for v in entry.values())
-    with open(path, "wb") as f:
-        Py2Pickler(f, protocol=4 if arrays else 2).dump(entry)
-
-
-def batch(name: str, images: np.ndarray, labels: np.ndarray) -> dict:
-    return {
-        Py2Str(b"batch_label"): Py2Str(name.encode()),
-        Py2Str(b"labels"): labels.tolist(),
-        Py2Str(b"data"): images,
-        Py2Str(b"filenames"): [Py2Str(b"img_%d.png" % i) for i in range(len(labels))],
-    }
-
-
-def write_cifar(root, train: np.ndarray, train_labels, test: np.ndarray, test_labels, monkeypatch):
-    """The seven published files under root/cifar-10-batches-py; torchvision's MD5 table patched to match them."""
-    folder = root / FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    chunks = np.array_split(np.arange(len(train)), 5)
-    for name, idx in zip(BATCHES, chunks, strict=True):
-        dump(folder / name, batch(name, train[idx], train_labels[idx]))
-    dump(folder / "test_batch", batch("testing batch 1 of 1", test, test_labels))
-    names = [Py2Str(n.encode()) for n in CIFAR10.classes]
-    meta = {Py2Str(b"num_cases_per_batch"): 10000, Py2Str(b"label_names"): names, Py2Str(b"num_vis"): 3072}
-    dump(folder / "batches.meta", meta)
-    patch_md5(folder, monkeypatch)
-    return root
-
-
-def patch_md5(folder, monkeypatch):
-    def md5(name):
-        return hashlib.md5((folder / name).read_bytes()).hexdigest()
-
-    tv = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(tv, "train_list", [[n, md5(n)] for n in BATCHES])
-    monkeypatch.setattr(tv, "test_list", [["test_batch", md5("test_batch")]])
-    monkeypatch.setattr(tv, "meta", tv.meta | {"md5": md5("batches.meta")})
+from tests.fixtures.cifar10 import FOLDER, write_cifar
 
 
 def small(n_train=100, n_test=30, seed=0):

@@ -1,8 +1,6 @@
 """Your own folders: normal train/test images, one folder per anomaly type, masks matched by file stem."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,57 +8,7 @@ from PIL import Image
 
 from adrun.data.folder import Folder
 from tests.conftest import one_line_error, run_on_fixture
-
-SIZE = 16  # the model's size in these tests; every file's side is a multiple of it, so squares land on whole pixels
-FILE_SIZES = ((64, 64), (48, 48), (64, 32), (32, 48))  # (width, height): varying, not always square
-DARK, BRIGHT = 30, 250
-
-
-def draw(path, index: int, cells=None, mode="L", mask_path=None):
-    """An image of the `index`-th file size, dark with a bright square over output-grid `cells` (row0, row1, col0,
-    col1 in SIZE-px units), and its mask (white on the square) at the same size."""
-    w, h = FILE_SIZES[index % len(FILE_SIZES)]
-    sx, sy = w // SIZE, h // SIZE
-    image = Image.new(mode, (w, h), DARK if mode == "L" else (DARK, DARK + 10, DARK - 10))
-    mask = Image.new("L", (w, h), 0)
-    if cells is not None:
-        r0, r1, c0, c1 = cells
-        box = (c0 * sx, r0 * sy, c1 * sx, r1 * sy)  # left, top, right, bottom (exclusive)
-        image.paste(BRIGHT if mode == "L" else (BRIGHT, BRIGHT, BRIGHT - 10), box)
-        mask.paste(255, box)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, quality=95) if path.suffix == ".jpg" else image.save(path)
-    if mask_path is not None:
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        mask.save(mask_path)
-
-
-# where each anomalous test image has its square; file names differ between the two anomaly folders
-ANOMALIES = {
-    "scratch": {"s0.png": (2, 6, 3, 9), "s1.jpg": (8, 12, 4, 8), "s2.png": (10, 15, 10, 15)},
-    "dent": {"d0.jpg": (0, 4, 0, 4), "d1.png": (5, 11, 6, 10)},
-}
-
-
-def write_folders(root, masks="flat"):
-    """train/good (12), test/good (4), test/scratch (3), test/dent (2), ground_truth/: mixed grey and RGB, PNG and
-    JPEG. masks="flat": ground_truth/<stem>.png or <stem>_mask.png; "per_class": ground_truth/<folder>/<stem>_mask.png;
-    None: no masks."""
-    for i in range(12):
-        draw(root / "train" / "good" / f"{i:03d}.{'png' if i % 2 else 'jpg'}", i, mode="L" if i % 3 else "RGB")
-    for i in range(4):
-        draw(root / "test" / "good" / f"g{i}.png", i, mode="RGB" if i % 2 else "L")
-    for k, (folder, files) in enumerate(ANOMALIES.items()):
-        for i, (name, cells) in enumerate(files.items()):
-            stem = name.split(".")[0]
-            if masks == "flat":
-                mask_path = root / "ground_truth" / (f"{stem}.png" if i % 2 else f"{stem}_mask.png")
-            elif masks == "per_class":
-                mask_path = root / "ground_truth" / folder / f"{stem}_mask.png"
-            else:
-                mask_path = None
-            draw(root / "test" / folder / name, i + k, cells, mode="RGB" if i % 2 else "L", mask_path=mask_path)
-    return root
+from tests.fixtures.folder import ANOMALIES, SIZE, draw, write_folders
 
 
 def folder(root, tmp_path, masks=True, **kwargs):
@@ -280,11 +228,9 @@ def test_end_to_end_run_with_pixel_metrics(tmp_path):
     assert str(root / "test" / "dent" / "d1.png") in (tmp_path / "run" / "scores.csv").read_text()
 
 
-def test_the_command_line_without_folders_is_one_line_and_exit_2(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "adrun", "data=folder"], capture_output=True, text=True, timeout=240, cwd=tmp_path
-    )
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("adrun: error: data.train_dir"), out.stderr
+def test_the_command_line_without_folders_is_one_line_and_exit_2(tmp_path, adrun_here):
+    code, _, err = adrun_here("data=folder", cwd=tmp_path)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adrun: error: data.train_dir"), err
     assert "data.test_anomaly_dirs" in lines[0]

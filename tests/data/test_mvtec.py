@@ -2,60 +2,14 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import adrun.data.mvtec as mvtec
 from adrun.data.mvtec import CATEGORIES, MVTecAD
 from adrun.errors import UserError
 from tests.conftest import one_line, run_on_fixture
-
-SIZE = 40
-DEFECTS = {"broken_large": 3, "contamination": 2}  # test images per defect type
-N_TRAIN, N_GOOD_TEST = 12, 4
-COLOUR = (200, 120, 40)  # the RGB categories' background, to check channel order
-
-
-def square(i: int) -> tuple[int, int, int, int]:
-    """The defect's box (top, left, height, width) in image i: off the diagonal, so a transposed mask would miss it."""
-    top, left = 4 + 4 * (i % 3), 16 + 4 * (i % 2)
-    return top, left, 8, 12
-
-
-def write_image(path: Path, grey: bool, generator: np.random.Generator, box=None) -> None:
-    base = np.array([COLOUR[0]] if grey else COLOUR, dtype=np.float64) * 0.5  # background at most 100
-    pixels = base + generator.integers(0, 10, (SIZE, SIZE, len(base)))
-    if box is not None:
-        top, left, h, w = box
-        pixels[top : top + h, left : left + w] = 255
-    array = pixels.astype(np.uint8)
-    Image.fromarray(array[..., 0] if grey else array, "L" if grey else "RGB").save(path)
-
-
-def write_mask(path: Path, box) -> None:
-    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-    top, left, h, w = box
-    mask[top : top + h, left : left + w] = 255
-    Image.fromarray(mask, "L").save(path)
-
-
-def write_mvtec(root: Path, category: str = "bottle", grey: bool = False) -> Path:
-    """One category in MVTec AD's published layout, 40×40 PNGs, 0/255 masks under ground_truth/<defect>/<n>_mask.png."""
-    generator = np.random.default_rng(0)
-    folder = root / category
-    for split, name, n in [("train", "good", N_TRAIN), ("test", "good", N_GOOD_TEST)]:
-        (folder / split / name).mkdir(parents=True)
-        for i in range(n):
-            write_image(folder / split / name / f"{i:03d}.png", grey, generator)
-    for defect, n in DEFECTS.items():
-        (folder / "test" / defect).mkdir(parents=True)
-        (folder / "ground_truth" / defect).mkdir(parents=True)
-        for i in range(n):
-            write_image(folder / "test" / defect / f"{i:03d}.png", grey, generator, square(i))
-            write_mask(folder / "ground_truth" / defect / f"{i:03d}_mask.png", square(i))
-    return root
+from tests.fixtures.mvtec import COLOUR, DEFECTS, N_GOOD_TEST, N_TRAIN, SIZE, square, write_mask, write_mvtec
 
 
 def mvtec_module(root: Path, tmp_path: Path, **kwargs) -> MVTecAD:

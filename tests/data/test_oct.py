@@ -5,32 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from adrun.data.oct import OCT
 from tests.conftest import composed, one_line_error, run_on_fixture
-
-CLASSES = ("NORMAL", "CNV", "DME", "DRUSEN")
-TRAIN = {"NORMAL": 10, "CNV": 4, "DME": 3, "DRUSEN": 2}
-TEST = {name: 3 for name in CLASSES}
-SIZES = ((48, 40), (32, 32), (40, 56))  # (width, height): the scans vary in size and are not square
-
-
-def grey(class_id: int) -> int:
-    """Each class's flat grey level, so a decoded image shows which folder it came from."""
-    return 40 + 60 * class_id
-
-
-def write_oct(root, train=TRAIN, test=TEST):
-    """The published tree: flat grey JPEGs named as the archive names them (CNV-1016042-1.jpeg …)."""
-    for split, counts in (("train", train), ("test", test)):
-        for class_id, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(counts[name]):
-                w, h = SIZES[i % len(SIZES)]
-                Image.new("L", (w, h), grey(class_id)).save(folder / f"{name}-{1000 + i}-1.jpeg", quality=95)
-    return root
+from tests.fixtures.oct import CLASSES, TEST, TRAIN, grey, write_oct
 
 
 def oct_module(root, tmp_path, **kwargs):

@@ -11,52 +11,9 @@ import adrun.data.ped2 as ped2
 from adrun.data.ped2 import Ped2
 from adrun.errors import UserError
 from tests.conftest import one_line, run_on_fixture
+from tests.fixtures.ped2 import TEST, TRAIN, H, W, box, write_mask, write_ped2
 
-H, W = 24, 36  # the real frames are 240×360: not square either
-TRAIN = {"Train001": 8, "Train002": 8}  # frames per training clip
-TEST = {"Test001": (6, {3, 4}), "Test002": (5, {1, 5})}  # frames per test clip, and the anomalous frame numbers
 LABELS = [0, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1]  # per test frame, clip by clip, in frame order
-
-
-def box(frame: int) -> tuple[int, int, int, int]:
-    """The anomalous object's box (top, left, height, width), moving with the frame, off the diagonal."""
-    return 8, 12 + 6 * (frame % 2), 8, 12
-
-
-def write_frame(path: Path, generator: np.random.Generator, obj=None) -> None:
-    pixels = 60 + generator.integers(0, 20, (H, W))
-    if obj is not None:
-        top, left, h, w = obj
-        pixels[top : top + h, left : left + w] = 250
-    Image.fromarray(pixels.astype(np.uint8), "L").save(path)
-
-
-def write_mask(path: Path, obj=None) -> None:
-    mask = np.zeros((H, W), dtype=np.uint8)
-    if obj is not None:
-        top, left, h, w = obj
-        mask[top : top + h, left : left + w] = 255
-    Image.fromarray(mask, "L").save(path)
-
-
-def write_ped2(root: Path) -> Path:
-    """UCSD_Anomaly_Dataset.v1p2's Ped2 layout: TrainNNN/*.tif, TestNNN/*.tif, TestNNN_gt/*.bmp named as the frames."""
-    generator = np.random.default_rng(0)
-    scene = root / "UCSDped2"
-    for clip, n in TRAIN.items():
-        (scene / "Train" / clip).mkdir(parents=True)
-        for f in range(1, n + 1):
-            write_frame(scene / "Train" / clip / f"{f:03d}.tif", generator)
-    (scene / "Train" / "Train001" / "._001.tif").write_bytes(b"macOS resource fork")  # hidden: skipped
-    for clip, (n, anomalous) in TEST.items():
-        (scene / "Test" / clip).mkdir(parents=True)
-        (scene / "Test" / f"{clip}_gt").mkdir()
-        for f in range(1, n + 1):
-            obj = box(f) if f in anomalous else None
-            write_frame(scene / "Test" / clip / f"{f:03d}.tif", generator, obj)
-            write_mask(scene / "Test" / f"{clip}_gt" / f"{f:03d}.bmp", obj)
-    (scene / "Test" / "UCSDped2.m").write_text("% frame-level ground truth, as shipped\n")
-    return root
 
 
 def ped2_module(root: Path, tmp_path: Path, **kwargs) -> Ped2:

@@ -37,7 +37,11 @@ def test_known_anomalies_join_training_with_label_one_and_leave_the_test_set():
     assert known.sum() > 0 and set(targets[train_7].tolist()) == {7}
     test_targets = targets[[int(i.split("/")[1]) for i in module.test_set.ids]]
     assert 7 not in test_targets.tolist() and set(test_targets.tolist()) == set(range(10)) - {7}
-    assert module.drop_known_anomalies() == int(known.sum()) and module.train_set.labels.eq(0).all()
+    # a method that cannot use them: the same draws, the known anomalies left out of training only
+    left_out = digits(normal_class=0, known_anomaly_classes=[7], known_anomaly_fraction=0.5, use_known_anomalies=False)
+    assert left_out.left_out_known_anomalies == int(known.sum()) and left_out.train_set.labels.eq(0).all()
+    assert left_out.train_set.ids == [i for i, k in zip(train.ids, known.tolist(), strict=True) if not k]
+    assert torch.equal(left_out.test_set.images, module.test_set.images)
 
 
 def test_test_anomaly_fraction():
@@ -82,11 +86,10 @@ def test_protocol_keys_a_dataset_cannot_honour_are_refused():
 
 
 def test_a_method_without_use_for_known_anomalies_trains_on_normals_and_says_so(tmp_path, capsys):
-    from adrun.cli import run
-    from tests.conftest import composed
+    from tests.conftest import run
 
-    cfg = composed("data.image_size=16", "method.epochs=1", "data.known_anomaly_classes=[7]", "data.normal_class=0")
-    results = run(cfg, run_dir=tmp_path)
+    overrides = ("data.image_size=16", "method.epochs=1", "data.known_anomaly_classes=[7]", "data.normal_class=0")
+    results = run(tmp_path / "run", *overrides)
     assert "known anomalies left out of training" in capsys.readouterr().out
     normals_only = digits(normal_class=0)
     assert results["counts"]["train"] == len(normals_only.train_set)

@@ -58,11 +58,13 @@ def test_baselines_are_switches():
     x = torch.rand(3, 1, 16, 16) * 2 - 1
     plain = tiny(variant="anovaegan").eval()
     with torch.no_grad():
-        scores, _ = plain.score({"image": x})
+        scored = plain.score({"image": x})
+        scores, _ = scored.image, scored.map
         assert torch.allclose(scores, (x - plain(x)).pow(2).mean((1, 2, 3)))
     model = tiny().eval()
     with torch.no_grad():
-        scores, _, variants = model.score_with_variants({"image": x})
+        scored = model.score({"image": x})
+        scores, _, variants = scored.image, scored.map, scored.variants
         x_hat = model(x)
         _, p_normal = model.attention(x, x_hat)
         assert torch.allclose(variants["recon"], (x - x_hat).pow(2).mean((1, 2, 3)))  # AnoVAEGAN's score, same nets
@@ -120,6 +122,6 @@ def test_semi_supervised_training_gives_known_anomalies_to_d_ano(variant):
 
 
 def test_a_tiny_run_writes_every_artefact(tiny_run):
-    results, run_dir = tiny_run("method=ada")
+    results, run_dir = tiny_run("ada")
     assert (run_dir / "scores.csv").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
     assert 0 <= results["metrics"]["image_auroc"] <= 1 and results["metrics"]["pixel_aupro"] is not None

@@ -7,34 +7,14 @@ import math
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from adrun.errors import UserError
 from adrun.methods.anogan import AnoGAN, content_keys, latent_seed
 from tests.conftest import METRICS_WITH_MASKS
-
-
-class CropCritic(nn.Module):
-    """A stand-in D: a fixed logit per image, and f(x) = 3·x on the top-left 4×4 pixels."""
-
-    def __init__(self, logit: float = 0.0):
-        super().__init__()
-        self.logit = logit
-
-    def forward(self, x):
-        return torch.full((x.shape[0],), self.logit), 3 * x[:, :, :4, :4]
-
-
-class FixedGenerator(nn.Module):
-    """A stand-in G that draws the same images whatever z is."""
-
-    def __init__(self, x_hat):
-        super().__init__()
-        self.x_hat = x_hat
-
-    def forward(self, z):
-        return self.x_hat
+from tests.fixtures.nets import CropCritic, FixedGenerator
 
 
 class LinearGenerator(nn.Module):
@@ -72,7 +52,8 @@ def test_score_is_A_at_the_final_z_and_the_map_is_the_channel_mean_residual():
     model.generator = nn.Sequential(nn.Flatten(), nn.Linear(8, 3 * 256), nn.Unflatten(1, (3, 16, 16)))
     x = torch.rand(2, 3, 16, 16)
     index = torch.tensor([4, 9])
-    scores, maps = model.score({"image": x, "index": index})
+    scored = model.score({"image": x, "index": index})
+    scores, maps = scored.image, scored.map
     with torch.no_grad():
         x_hat = model.generator(model.initial_z(content_keys(x)))  # Γ = 0: z_Γ = z_0
     residual = (x - x_hat).abs().sum((1, 2, 3))
@@ -80,7 +61,7 @@ def test_score_is_A_at_the_final_z_and_the_map_is_the_channel_mean_residual():
     assert torch.allclose(scores, 0.75 * residual + 0.25 * discrimination)  # A(x) = (1 − λ)·R(x) + λ·D(x)
     assert maps.shape == (2, 1, 16, 16)
     assert torch.allclose(maps, (x - x_hat).abs().mean(1, keepdim=True))
-    assert torch.equal(model.reconstruct(x), x_hat)  # the test grid's reconstruction is G(z_Γ) of the same search
+    assert torch.equal(scored.reconstruction, x_hat)  # the test grid's reconstruction is G(z_Γ) of the same search
 
 
 def test_the_search_descends_towards_the_z_that_drew_the_image():
@@ -90,7 +71,7 @@ def test_the_search_descends_towards_the_z_that_drew_the_image():
         model = tiny(iterations=steps, search_lr=0.02)
         model.generator, model.discriminator = LinearGenerator(8), CropCritic()
         x = model.generator(torch.randn(3, 8, 1, 1)).detach()
-        scores[steps] = model.score({"image": x, "index": torch.arange(3)})[0]
+        scores[steps] = model.score({"image": x, "index": torch.arange(3)}).image
     assert (scores[300] < 0.1 * scores[0]).all()
 
 
@@ -115,12 +96,13 @@ def test_a_batch_is_searched_exactly_as_its_images_one_by_one():
     model.train()  # the search must put G and D in eval mode itself, and restore the mode afterwards
     x = torch.rand(6, 1, 16, 16) * 2 - 1
     index = torch.tensor([7, 2, 11, 0, 5, 30])
-    batched, batched_maps = model.score({"image": x, "index": index})
+    scored = model.score({"image": x, "index": index})
+    batched, batched_maps = scored.image, scored.map
     alone = [model.score({"image": x[i : i + 1], "index": index[i : i + 1]}) for i in range(6)]
-    reversed_order = model.score({"image": x.flip(0), "index": torch.arange(6)})[0].flip(0)
+    reversed_order = model.score({"image": x.flip(0), "index": torch.arange(6)}).image.flip(0)
     assert torch.equal(reversed_order, batched), "z_0 follows the image (its pixels' CRC), not its position or index"
-    assert (batched - torch.cat([s for s, _ in alone])).abs().max() <= 1e-5
-    assert (batched_maps - torch.cat([m for _, m in alone])).abs().max() <= 1e-5
+    assert (batched - torch.cat([s.image for s in alone])).abs().max() <= 1e-5
+    assert (batched_maps - torch.cat([s.map for s in alone])).abs().max() <= 1e-5
     assert model.generator.training and model.discriminator.training
     assert all(p.requires_grad for p in model.parameters())
 
@@ -131,8 +113,8 @@ def test_scoring_needs_no_gradient_mode_and_declares_the_trainer_override():
     model = tiny(iterations=5).eval()
     x = torch.rand(2, 1, 16, 16) * 2 - 1
     with torch.no_grad():  # Lightning's test loop without inference mode
-        inside = model.score({"image": x, "index": torch.arange(2)})[0]
-    assert torch.equal(inside, model.score({"image": x, "index": torch.arange(2)})[0])
+        inside = model.score({"image": x, "index": torch.arange(2)}).image
+    assert torch.equal(inside, model.score({"image": x, "index": torch.arange(2)}).image)
     assert all(p.grad is None for p in model.parameters())  # the search never touches G's or D's gradients
 
 
@@ -166,10 +148,13 @@ def test_impossible_keys_are_user_errors(key, value):
 
 
 def test_a_tiny_run_writes_every_artefact(tiny_run):
-    results, run_dir = tiny_run("method=anogan", "method.iterations=3", "method.nz=8", "method.ngf=8", "method.ndf=8")
+    results, run_dir = tiny_run("anogan")
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results, default=str))
-    assert saved["method"] == "anogan" and saved["config"]["method"]["iterations"] == 3
+    assert (
+        saved["method"] == "anogan"
+        and yaml.safe_load((run_dir / "config.yaml").read_text())["method"]["iterations"] == 3
+    )
     assert set(saved["metrics"]) == METRICS_WITH_MASKS
     assert all(0 <= v <= 1 + 1e-9 for v in saved["metrics"].values())  # AUPRO of a perfect map: 1 + rounding
     rows = list(csv.DictReader((run_dir / "scores.csv").open()))

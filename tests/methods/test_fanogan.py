@@ -11,7 +11,7 @@ from torch import nn
 
 from adrun.errors import UserError
 from adrun.methods.fanogan import FAnoGAN
-from tests.methods.test_anogan import CropCritic, FixedGenerator
+from tests.fixtures.nets import CropCritic, FixedGenerator
 
 
 class FixedEncoder(nn.Module):
@@ -44,19 +44,19 @@ def test_score_is_izi_f_and_the_map_is_the_channel_mean_residual():
     x = torch.rand(2, 3, 16, 16)
     x_hat = torch.rand(2, 3, 16, 16)
     model = with_stand_ins(tiny(channels=3), x_hat)
-    scores, maps = model.score({"image": x})
+    scored = model.score({"image": x})
+    scores, maps = scored.image, scored.map
     expected = (x - x_hat).pow(2).mean((1, 2, 3)) + 9 * (x - x_hat)[:, :, :4, :4].pow(2).mean((1, 2, 3))
     assert torch.allclose(scores, expected)
     assert torch.allclose(maps, (x - x_hat).abs().mean(1, keepdim=True)) and maps.shape == (2, 1, 16, 16)
-    assert torch.equal(model.reconstruct(x), x_hat)
+    assert torch.equal(scored.reconstruction, x_hat)
 
 
-def test_epochs_must_be_the_sum_of_the_phases():
-    with pytest.raises(UserError, match=r"method.epochs \(5\) must equal .*set method.epochs=30"):
-        tiny(epochs=5)
+def test_the_trainer_runs_the_sum_of_the_phases():
     with pytest.raises(UserError, match="≥ 1"):
-        tiny(gan_epochs=0, epochs=15)
-    assert tiny(gan_epochs=2, encoder_epochs=3, epochs=5).hparams.epochs == 5
+        tiny(gan_epochs=0)
+    assert tiny(gan_epochs=2, encoder_epochs=3).trainer_epochs(batches_per_epoch=7) == 5
+    assert "epochs" not in tiny().hparams, "the phases' keys are the only epoch keys"
 
 
 def test_the_prior_is_uniform_and_the_encoder_lands_in_its_range():
@@ -91,15 +91,12 @@ def test_the_encoder_phase_trains_only_E_and_the_gan_phase_leaves_E_alone():
 
 
 def test_a_tiny_run_of_both_phases_writes_every_artefact(tiny_run, capsys):
-    results, run_dir = tiny_run(
-        "method=fanogan", "method.gan_epochs=1", "method.encoder_epochs=1", "method.epochs=2", "method.nz=8",
-        "method.ngf=8", "method.ndf=8", "method.nef=8",
-    )  # fmt: skip
+    results, run_dir = tiny_run("fanogan", "method.ngf=8", "method.ndf=8", "method.nef=8")
     out = capsys.readouterr().out
     assert "fanogan: epochs 0–0: training the GAN" in out and "fanogan: epochs 1–1: training the encoder" in out
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results, default=str))
-    assert saved["method"] == "fanogan" and saved["config"]["trainer"]["max_epochs"] == 2
+    assert saved["method"] == "fanogan" and torch.load(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 2
     assert all(0 <= v <= 1 + 1e-9 for v in saved["metrics"].values()) and "pixel_aupro" in saved["metrics"]
     rows = list(csv.DictReader((run_dir / "scores.csv").open()))
     assert [int(r["index"]) for r in rows] == list(range(32)) and all(float(r["score"]) > 0 for r in rows)

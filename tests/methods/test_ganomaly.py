@@ -64,7 +64,8 @@ def test_score_is_the_latent_gap(norm, expected):
     z = torch.zeros(2, 4, 1, 1)
     z_hat = torch.stack([torch.full((4, 1, 1), 2.0), torch.full((4, 1, 1), -1.0)])
     model.generator = FixedGenerator(x_hat, z, z_hat)
-    scores, maps = model.score({"image": x})
+    scored = model.score({"image": x})
+    scores, maps = scored.image, scored.map
     assert scores.tolist() == pytest.approx(expected)  # l1: ‖z − ẑ‖₁ (Eq. 7); mse: the official code's mean square
     assert maps.shape == (2, 1, 16, 16)
     assert maps[0, 0, 3, 5].item() == pytest.approx(0.8) and maps.sum().item() == pytest.approx(0.8)
@@ -99,8 +100,8 @@ def test_transductive_batchnorm_uses_batch_statistics_without_touching_running_o
     model = tiny(test_batchnorm="train").eval()
     running = [b.clone() for name, b in model.generator.named_buffers() if "running" in name]
     x = torch.randn(6, 1, 16, 16)
-    alone = model.score({"image": x[:3]})[0]
-    together = model.score({"image": x})[0][:3]
+    alone = model.score({"image": x[:3]}).image
+    together = model.score({"image": x}).image[:3]
     assert not torch.allclose(alone, together), "batch statistics make a score depend on its batch mates"
     assert all(
         torch.equal(a, b)
@@ -108,7 +109,7 @@ def test_transductive_batchnorm_uses_batch_statistics_without_touching_running_o
     )
     inductive = tiny().eval()
     inductive.load_state_dict(model.state_dict())
-    assert torch.allclose(inductive.score({"image": x[:3]})[0], inductive.score({"image": x})[0][:3], atol=1e-5)
+    assert torch.allclose(inductive.score({"image": x[:3]}).image, inductive.score({"image": x}).image[:3], atol=1e-5)
     with batch_statistics(model.generator):
         assert all(m.training for m in model.generator.modules() if isinstance(m, nn.BatchNorm2d))
     assert not any(m.training for m in model.generator.modules() if isinstance(m, nn.BatchNorm2d))
@@ -124,5 +125,6 @@ def test_sizes_that_are_not_a_power_of_two_at_least_16_are_refused(size):
 def test_any_power_of_two_size_and_both_channel_counts(size):
     for channels in (1, 3):
         model = GANomaly(image_size=size, channels=channels, nz=8, ngf=4, ndf=4).eval()
-        scores, maps = model.score({"image": torch.randn(2, channels, size, size)})
+        scored = model.score({"image": torch.randn(2, channels, size, size)})
+        scores, maps = scored.image, scored.map
         assert scores.shape == (2,) and maps.shape == (2, 1, size, size)

@@ -9,7 +9,6 @@ import torch
 from hydra.utils import instantiate
 from torchvision.models import resnet18
 
-from adrun.cli import run
 from adrun.errors import UserError
 from adrun.methods.students import Students, predictive_variance, regression_error
 from adrun.methods.teacher import (
@@ -20,20 +19,9 @@ from adrun.methods.teacher import (
     triplet_loss,
 )
 from adrun.nets.patch import PatchNet
-from tests.conftest import METRICS_WITH_MASKS, composed
+from tests.conftest import METRICS_WITH_MASKS, composed, run, tiny
 
-TINY = (
-    "method=students",
-    "data=synthetic",
-    "data.image_size=16",
-    "data.batch_size=8",
-    "method.patch_sizes=[17]",
-    "method.students=2",
-    "method.epochs=1",
-    "method.teacher_iterations=3",
-    "method.teacher_batch_size=8",
-    "trainer.log_every_n_steps=1",
-)
+TINY = tiny("students")
 
 
 def test_error_and_variance_are_equations_7_and_8_on_hand_made_tensors():
@@ -129,15 +117,15 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match=r"method\.image_score must be one of"):
         Students(16, 1, image_score="median")
     with pytest.raises(UserError, match="val_fraction"):
-        run(composed(*TINY, "data.val_fraction=0", "method.teacher_resnet18=none"), run_dir=tmp_path)
+        run(tmp_path / "run", *TINY, "data.val_fraction=0", "method.teacher_resnet18=none")
 
 
 @pytest.fixture(scope="module")
 def tiny_students(tmp_path_factory):
     """One tiny run on synthetic data with masks (16 px, p = 17, M = 2): (results, run dir, config)."""
     tmp = tmp_path_factory.mktemp("students")
-    cfg = composed(*TINY, f"method.teacher_cache={tmp}/teachers", "method.teacher_resnet18=none")
-    return run(cfg, run_dir=tmp / "run"), tmp / "run", cfg
+    overrides = (*TINY, f"method.teacher_cache={tmp}/teachers", "method.teacher_resnet18=none")
+    return run(tmp / "run", *overrides), tmp / "run", overrides
 
 
 def test_a_tiny_run_writes_pixel_metrics_and_how_the_teacher_was_made(tiny_students):
@@ -153,8 +141,8 @@ def test_a_tiny_run_writes_pixel_metrics_and_how_the_teacher_was_made(tiny_stude
 
 
 def test_a_second_run_with_the_same_settings_loads_the_cached_teacher_and_scores_the_same(tiny_students, tmp_path):
-    results, _, cfg = tiny_students
-    again = run(cfg, run_dir=tmp_path / "again")
+    results, _, overrides = tiny_students
+    again = run(tmp_path / "again", *overrides)
     (first,), (second,) = results["method_notes"]["teachers"], again["method_notes"]["teachers"]
     assert first["trained_now"] and not second["trained_now"] and second["file"] == first["file"]
     assert again["metrics"] == results["metrics"]
@@ -163,9 +151,9 @@ def test_a_second_run_with_the_same_settings_loads_the_cached_teacher_and_scores
 def test_score_statistics_come_from_the_validation_normals(tiny_students):
     """The checkpoint's (mean, std) of e and v equal those over every pixel of the validation set, recomputed here,
     and differ from those over the test normals."""
-    _, run_dir, cfg = tiny_students
+    _, run_dir, overrides = tiny_students
     module = Students.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(composed(*overrides).data)
     datamodule.setup("fit")
 
     def moments(images):
@@ -185,7 +173,8 @@ def test_score_map_is_the_standardised_sum_averaged_over_scales_and_the_image_sc
     module.error_stats.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     module.variance_stats.copy_(torch.tensor([[0.5, 0.25], [0.1, 2.0]]))
     images = torch.rand(2, 1, 24, 24) * 2 - 1
-    scores, maps = module.score({"image": images})
+    scored = module.score({"image": images})
+    scores, maps = scored.image, scored.map
     expected = torch.zeros(2, 24, 24)
     stats = zip(module.error_stats, module.variance_stats, strict=True)
     for scale, ((e_mean, e_std), (v_mean, v_std)) in enumerate(stats):
@@ -193,9 +182,10 @@ def test_score_map_is_the_standardised_sum_averaged_over_scales_and_the_image_sc
         expected += ((e - e_mean) / e_std + (v - v_mean) / v_std) / 2
     assert maps.shape == (2, 1, 24, 24) and torch.allclose(maps[:, 0], expected, atol=1e-5)
     assert torch.equal(scores, maps.amax((1, 2, 3)))
-    _, _, variants = module.score_with_variants({"image": images})
+    scored = module.score({"image": images})
+    _, _, variants = scored.image, scored.map, scored.variants
     assert torch.allclose(variants["mean"], maps.mean((1, 2, 3)))
     error_map, variance_map = module.standardised_maps(images)
     assert torch.allclose(error_map + variance_map, maps) and torch.equal(variants["error"], error_map.amax((1, 2, 3)))
     module.hparams.image_score = "mean"
-    assert torch.allclose(module.score({"image": images})[0], maps.mean((1, 2, 3)))
+    assert torch.allclose(module.score({"image": images}).image, maps.mean((1, 2, 3)))

@@ -2,28 +2,31 @@
 
 A dataset file only parses its layout into a `Split` (uint8 images, class ids, optional masks, ids). Everything else
 lives here, once: the protocol (which classes are normal), seeded class-stratified subsets, the validation carve from
-the training normals, the single decode-and-resize, and the batch contract of DESIGN.md:
+the training normals, the conversion to the model's size and channels (adrun.data.images), and the batch contract:
 
     image [B, C, H, W] float in [-1, 1] · label [B] long (1 = anomalous) · mask [B, 1, H, W] float · index [B] long
 
 `index` is the sample's position in its set; `sample_id(index)` gives back its file path or id for scores.csv.
+`has_masks` says whether the masks are real (pixel metrics only then).
+
+What a method may ask of the datamodule, besides its loaders: `train_images(label)` (the training normals, or the
+known anomalies, as an `ImageSet`), `batch_size`, `image_size`, `channels`, `has_validation`. The runner also uses
+`batches_per_epoch(world_size)` and `test_batch(indices)` (the evaluator's pictures).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from adrun.data.images import PIXELS_VERSION, convert, resize
 from adrun.errors import UserError
-
-RESIZE_CHUNK = 2048  # images resized per interpolate call: bounds the float32 copy's memory
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as PIL's "L" conversion
 
 
 @dataclass
@@ -54,6 +57,11 @@ class ImageSet(Dataset):
         else:
             masks = self.masks[index].float()
         return {"image": images, "label": self.labels[index], "mask": masks, "index": index}
+
+    def batches(self, batch_size: int):
+        """The whole set in order, as batches of the batch contract."""
+        for start in range(0, len(self), batch_size):
+            yield self.__getitems__(range(start, min(start + batch_size, len(self))))
 
     def subset(self, keep: torch.Tensor) -> ImageSet:
         masks = None if self.masks is None else self.masks[keep]
@@ -95,35 +103,6 @@ def stratified_subset(targets: torch.Tensor, n: int | None, generator: torch.Gen
     return torch.cat(picked).sort().values
 
 
-def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 images converted to 1 (luma) or 3 (replicated grey) channels."""
-    have = images.shape[1]
-    if have == channels:
-        return images
-    if have == 1 and channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
-    if have in (3, 4) and channels == 1:
-        luma = torch.tensor(LUMA).view(1, 3, 1, 1)
-        return (images[:, :3].float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    if have == 4 and channels == 3:
-        return images[:, :3].contiguous()
-    raise UserError(f"cannot convert {have}-channel images to {channels} channels; set data.channels to 1 or 3")
-
-
-def resize(images: torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
-    """uint8 [N, C, h, w] → uint8 [N, C, size, size]: antialiased bilinear for images, nearest for masks."""
-    if images.shape[-2:] == (size, size):
-        return images
-    out = []
-    for chunk in images.split(RESIZE_CHUNK):
-        if nearest:
-            out.append(F.interpolate(chunk, size=(size, size), mode="nearest"))
-        else:
-            scaled = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
-            out.append(scaled.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
-
-
 def concat(a: Split, b: Split) -> Split:
     masks = None if a.masks is None or b.masks is None else torch.cat([a.masks, b.masks])
     return Split(torch.cat([a.images, b.images]), torch.cat([a.targets, b.targets]), a.ids + b.ids, masks)
@@ -147,6 +126,8 @@ class AnomalyDataModule(pl.LightningDataModule):
     - `test_anomaly_fraction`: anomalies in the test set are subsampled (seeded, class-stratified) to this fraction.
     - `test_anomalies_per_class`: or this many test images of each anomalous class are kept (seeded; OGNet's MNIST).
     - `noise_std`: additive Gaussian noise on every image, in units of the [0, 1] intensity range, drawn once (seeded).
+    - `use_known_anomalies`: false (the runner's choice for methods that cannot use them) leaves the known anomalies
+      out of training after they are drawn, so the draws that follow are the same either way.
     Then: at most `train_subset` training normals (class-stratified, seeded), of which `val_fraction` are carved out as
     validation normals (for losses and calibration; test labels are never used for that); at most `test_subset` test
     images (class-stratified, seeded).
@@ -183,6 +164,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         test_anomalies_per_class: int | None = None,
         noise_std: float = 0.0,
         cache_dir: str | None = None,
+        use_known_anomalies: bool = True,
     ):
         super().__init__()
         if channels not in (1, 3):
@@ -217,6 +199,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.known_anomaly_fraction, self.test_anomaly_fraction = known_anomaly_fraction, test_anomaly_fraction
         self.test_anomalies_per_class = test_anomalies_per_class
         self.noise_std = noise_std
+        self.use_known_anomalies, self.left_out_known_anomalies = use_known_anomalies, 0
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "adrun"
         self.val_fraction, self.train_subset, self.test_subset = val_fraction, train_subset, test_subset
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
@@ -256,6 +239,7 @@ class AnomalyDataModule(pl.LightningDataModule):
             "size": self.image_size,
             "channels": self.channels,
             "identity": self.cache_identity(),
+            "pixels": PIXELS_VERSION,
             "files": [fingerprint(folder) for folder in self.fingerprint_roots()],
         }
         return Split(**cached(self.cache_dir, key, lambda: vars(self.load_split(train))))
@@ -284,6 +268,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         if (~is_val).sum() < 2:
             raise UserError(f"{self.name} leaves {int((~is_val).sum())} training images; use more data or subsets")
         known = self._known_anomalies(train, generator)
+        if not self.use_known_anomalies:
+            self.left_out_known_anomalies, known = len(known), known[:0]
         self.train_set = self._image_set(train, torch.cat([pool[~is_val], known]), generator)
         self.val_set = self._image_set(train, pool[is_val], generator)
         keep = (
@@ -345,7 +331,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         return torch.cat(picked).sort().values
 
     def _image_set(self, split: Split, keep: torch.Tensor, generator: torch.Generator) -> ImageSet:
-        images = resize(to_channels(split.images[keep], self.channels), self.image_size)
+        images = convert(split.images[keep], self.image_size, self.channels)
         if self.noise_std:
             noise = torch.randn(images.shape, generator=generator) * (self.noise_std * 255)
             images = (images.float() + noise).round_().clamp_(0, 255).to(torch.uint8)
@@ -353,13 +339,22 @@ class AnomalyDataModule(pl.LightningDataModule):
         labels = (~torch.isin(split.targets[keep], torch.tensor(self.normal_classes))).long()
         return ImageSet(images, labels, masks, [split.ids[i] for i in keep.tolist()])
 
-    def drop_known_anomalies(self) -> int:
-        """Remove the labelled anomalies from the training set (for methods that cannot use them); returns how many."""
-        normal = (self.train_set.labels == 0).nonzero().flatten()
-        dropped = len(self.train_set) - len(normal)
-        if dropped:
-            self.train_set = self.train_set.subset(normal)
-        return dropped
+    def train_images(self, label: int = 0) -> ImageSet:
+        """The training images with this label: 0 the normals, 1 the known anomalies (semi-supervised protocols)."""
+        return self.train_set.subset((self.train_set.labels == label).nonzero().flatten())
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_set) > 0
+
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches per epoch and process, as the loader (under DDP, its distributed sampler) cuts them."""
+        n = math.ceil(len(self.train_set) / world_size)
+        return n // self.batch_size if self._drops_last(self.train_set) else math.ceil(n / self.batch_size)
+
+    def test_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Test samples by `index`, as one batch."""
+        return self.test_set.__getitems__(indices.tolist())
 
     def sample_id(self, index: int) -> str:
         """The file path or id of test sample `index` (the batch's `index`)."""
@@ -373,12 +368,16 @@ class AnomalyDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=EpochShuffle(dataset, self.seed) if shuffle else None,
             generator=torch.Generator().manual_seed(self.seed),
-            drop_last=shuffle and len(dataset) % self.batch_size == 1,  # a 1-image batch would break BatchNorm
+            drop_last=shuffle and self._drops_last(dataset),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=keep_batch,
         )
+
+    def _drops_last(self, dataset: ImageSet) -> bool:
+        """A last training batch of one image is dropped: it would break BatchNorm."""
+        return len(dataset) % self.batch_size == 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

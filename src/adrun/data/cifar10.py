@@ -16,7 +16,8 @@ import torch
 import torchvision
 from torchvision.datasets.utils import check_integrity
 
-from adrun.data.base import AnomalyDataModule, Split, resize, to_channels
+from adrun.data.base import AnomalyDataModule, Split
+from adrun.data.images import convert
 from adrun.errors import UserError
 
 
@@ -73,7 +74,7 @@ class CIFAR10(AnomalyDataModule):
             self._check_md5(root)
             raise
         images = torch.from_numpy(data.data).permute(0, 3, 1, 2)
-        images = resize(to_channels(images, self.channels), self.image_size).contiguous()
+        images = convert(images, self.image_size, self.channels).contiguous()
         split = "train" if train else "test"
         targets = torch.as_tensor(data.targets, dtype=torch.long)
         return Split(images, targets, [f"{split}/{i}" for i in range(len(targets))])

@@ -40,6 +40,8 @@ attention is then measured on one model, free of training noise.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +50,9 @@ from adrun.errors import check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
 from adrun.nets.dcgan import Decoder, Encoder
+from adrun.scores import Scores
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("ada", "anovaegan", "anovae")
 
@@ -130,10 +135,10 @@ class ADA(AnomalyModule):
         return self.hparams.variant != "anovae"
 
     def on_fit_start(self) -> None:
-        labels = self.trainer.datamodule.train_set.labels
-        self.semi_supervised.fill_(bool(self.uses_known_anomalies and (labels == 1).any()))
+        known = len(self.trainer.datamodule.train_images(label=1))
+        self.semi_supervised.fill_(bool(self.uses_known_anomalies and known))
         if self.semi_supervised:
-            print(f"ada: semi-supervised, {int(labels.sum())} known anomalies train D_ano")
+            log.info(f"ada: semi-supervised, {known} known anomalies train D_ano")
 
     # ---- the VAE ----
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +218,7 @@ class ADA(AnomalyModule):
             p_normal = p_normal + torch.sigmoid(logit)
         return c, p_normal
 
-    def score_with_variants(self, batch):
+    def score(self, batch: dict[str, torch.Tensor]) -> Scores:
         """The variant's score; `ada` also reports, from the same networks, `recon` (the plain reconstruction error:
         AnoVAEGAN's score) and `attention` (the attention-weighted error without −β·D(x))."""
         x = batch["image"]
@@ -221,15 +226,8 @@ class ADA(AnomalyModule):
         squared = (x - x_hat).pow(2)
         recon = squared.mean((1, 2, 3))
         if self.hparams.variant != "ada":
-            return recon, squared.mean(1, keepdim=True), {}
+            return Scores(recon, squared.mean(1, keepdim=True), reconstruction=x_hat)
         c, p_normal = self.attention(x, x_hat)
         scores, maps = attention_score(x, x_hat, c, p_normal, self.hparams.beta)
         attention_only, _ = attention_score(x, x_hat, c, torch.zeros_like(p_normal), 0.0)
-        return scores, maps, {"recon": recon, "attention": attention_only}
-
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, maps, _ = self.score_with_variants(batch)
-        return scores, maps
-
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        return self(images)
+        return Scores(scores, maps, {"recon": recon, "attention": attention_only}, reconstruction=x_hat)

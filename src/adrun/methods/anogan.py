@@ -51,6 +51,7 @@ from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator
 from adrun.nets.modes import frozen
+from adrun.scores import Scores
 
 PRIORS = ("normal", "uniform")
 SEARCH_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -167,7 +168,6 @@ class AnoGAN(GAN):
         if not isinstance(search_seed, int) or search_seed < 0:
             raise UserError(f"method.search_seed must be an integer ≥ 0, got {search_seed!r}")
         self.save_hyperparameters()
-        self._last_search: tuple[torch.Tensor, torch.Tensor] | None = None  # (images, G(z_Γ)) for `reconstruct`
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.gan_training_step(batch["image"], *self.optimizers())
@@ -209,14 +209,8 @@ class AnoGAN(GAN):
                 final = self.search_losses(x, features_x, z)
         return final | {"z": z.detach()}
 
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, batch: dict[str, torch.Tensor]) -> Scores:
+        """A(x) at z_Γ, the map |x − G(z_Γ)|, and G(z_Γ) as the reconstruction."""
         x = batch["image"]
         found = self.search(x, content_keys(x))
-        self._last_search = (x, found["x_hat"])
-        return found["loss"], (x - found["x_hat"]).abs().mean(1, keepdim=True)
-
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """G(z_Γ): the last search's if it was for these very images (the test grid scores, then asks), else anew."""
-        if self._last_search is not None and self._last_search[0] is images:
-            return self._last_search[1]
-        return self.search(images, content_keys(images))["x_hat"]
+        return Scores(found["loss"], (x - found["x_hat"]).abs().mean(1, keepdim=True), reconstruction=found["x_hat"])

@@ -11,9 +11,8 @@ forward pass. Two phases in one run:
 
    n the number of pixels, n_d the number of features of f, per image; the batch loss is the mean over images.
 
-`epochs` (which conf/config.yaml hands to the Trainer as max_epochs) must equal gan_epochs + encoder_epochs; Hydra has
-no arithmetic, so this is checked here. The phase is `current_epoch < gan_epochs`; each phase announces itself once
-and `train/phase` (0 GAN, 1 encoder) is logged.
+The Trainer runs gan_epochs + encoder_epochs epochs (`trainer_epochs`; there is no separate `epochs` key). The phase
+is `current_epoch < gan_epochs`; each phase announces itself once and `train/phase` (0 GAN, 1 encoder) is logged.
 
 Score: the izi_f loss of each image, A(x) = L_izi_f(x). Map: |x − G(E(x))| averaged over channels.
 
@@ -29,6 +28,8 @@ Choices:
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -36,6 +37,9 @@ from adrun.errors import UserError
 from adrun.methods.anogan import GAN
 from adrun.nets.dcgan import Encoder
 from adrun.nets.modes import frozen
+from adrun.scores import Scores
+
+log = logging.getLogger(__name__)
 
 PHASES = ("gan", "encoder")
 
@@ -54,7 +58,6 @@ class FAnoGAN(GAN):
         beta2: float = 0.999,
         gan_epochs: int = 15,
         encoder_epochs: int = 15,
-        epochs: int = 30,
         kappa: float = 1.0,
     ):
         super().__init__(image_size, channels, nz, ngf, ndf, prior="uniform")  # U[−1, 1]: E's tanh range
@@ -62,13 +65,11 @@ class FAnoGAN(GAN):
             raise UserError(
                 f"method.gan_epochs and method.encoder_epochs must both be ≥ 1, got {gan_epochs} and {encoder_epochs}"
             )
-        if epochs != gan_epochs + encoder_epochs:
-            raise UserError(
-                f"method.epochs ({epochs}) must equal method.gan_epochs + method.encoder_epochs "
-                f"({gan_epochs} + {encoder_epochs}); set method.epochs={gan_epochs + encoder_epochs}"
-            )
         self.save_hyperparameters()
         self.encoder = nn.Sequential(Encoder(image_size, channels, nz, nef), nn.Tanh())
+
+    def trainer_epochs(self, batches_per_epoch: int) -> int:
+        return self.hparams.gan_epochs + self.hparams.encoder_epochs
 
     @property
     def phase(self) -> str:
@@ -77,9 +78,11 @@ class FAnoGAN(GAN):
     def on_train_epoch_start(self) -> None:
         if self.current_epoch in (0, self.hparams.gan_epochs):
             h = self.hparams
-            first, last = (0, h.gan_epochs - 1) if self.phase == "gan" else (h.gan_epochs, h.epochs - 1)
+            first, last = (
+                (0, h.gan_epochs - 1) if self.phase == "gan" else (h.gan_epochs, h.gan_epochs + h.encoder_epochs - 1)
+            )
             what = "GAN (G and D, minimax)" if self.phase == "gan" else "encoder E (izi_f, G and D frozen)"
-            print(f"fanogan: epochs {first}–{last}: training the {what}")
+            log.info(f"fanogan: epochs {first}–{last}: training the {what}")
 
     def izi_f(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per image: the pixel and feature mean squared residuals, L_izi_f = residual + κ·features, and G(E(x))."""
@@ -127,12 +130,8 @@ class FAnoGAN(GAN):
         encoder = torch.optim.Adam(self.encoder.parameters(), lr=h.lr, betas=(h.beta1, h.beta2))
         return (*self.gan_optimizers(), encoder)
 
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, batch: dict[str, torch.Tensor]) -> Scores:
         x = batch["image"]
         with frozen(self.encoder, self.generator, self.discriminator):
             found = self.izi_f(x)
-        return found["loss"], (x - found["x_hat"]).abs().mean(1, keepdim=True)
-
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        with frozen(self.encoder, self.generator, self.discriminator):
-            return self.generator(self.encoder(images))
+        return Scores(found["loss"], (x - found["x_hat"]).abs().mean(1, keepdim=True), reconstruction=found["x_hat"])

@@ -33,6 +33,7 @@ from torch import nn
 from adrun.errors import UserError
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator, Encoder, init_dcgan_weights
+from adrun.scores import Scores
 
 
 class Generator(nn.Module):
@@ -152,12 +153,9 @@ class GANomaly(AnomalyModule):
         with batch_statistics(self.generator) if transductive else nullcontext():
             return self.generator(x)
 
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, batch: dict[str, torch.Tensor]) -> Scores:
         x = batch["image"]
         x_hat, z, z_hat = self.forward_generator(x)
         gap = (z - z_hat).flatten(1)
         scores = gap.abs().sum(1) if self.hparams.score_norm == "l1" else gap.pow(2).mean(1)
-        return scores, (x - x_hat).abs().mean(1, keepdim=True)
-
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_generator(images)[0]
+        return Scores(scores, (x - x_hat).abs().mean(1, keepdim=True), reconstruction=x_hat)

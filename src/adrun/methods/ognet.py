@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 
 import torch
@@ -70,6 +71,9 @@ from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
 from adrun.nets.modes import frozen
+from adrun.scores import Scores
+
+log = logging.getLogger(__name__)
 
 SCORE_MAPS = ("residual", "gradcam")
 D_UPDATES = ("paper", "code")
@@ -150,7 +154,6 @@ class OGNet(AnomalyModule):
         d_lr: float = 1e-4,
         low_epoch: int = 2,
         high_epoch: int = 5,
-        epochs: int = 5,
         phase2_iterations: int = 75,
         phase2_lr: float = 5e-5,
         alpha: float = 0.1,
@@ -163,11 +166,6 @@ class OGNet(AnomalyModule):
             raise UserError(f"ognet needs images larger than {SHRINK} px (G's valid convolutions); set data.image_size")
         if not 1 <= low_epoch < high_epoch:
             raise UserError(f"method.low_epoch must satisfy 1 ≤ low_epoch < high_epoch, got {low_epoch}, {high_epoch}")
-        if epochs != high_epoch:
-            raise UserError(
-                f"method.epochs ({epochs}) is phase 1's length and must equal method.high_epoch ({high_epoch}); "
-                "set method.high_epoch (epochs follows it)"
-            )
         if phase2_iterations < 0:
             raise UserError(f"method.phase2_iterations must be ≥ 0, got {phase2_iterations}")
         check_choice("method.d_update", d_update, D_UPDATES)
@@ -186,20 +184,20 @@ class OGNet(AnomalyModule):
     def in_phase2(self) -> bool:
         return self.current_epoch >= self.hparams.high_epoch
 
-    def on_train_start(self) -> None:
-        per_epoch = self.trainer.num_training_batches
-        phase2_epochs = math.ceil(self.hparams.phase2_iterations / per_epoch) if per_epoch else 0
-        self.trainer.fit_loop.max_epochs = self.hparams.high_epoch + phase2_epochs
+    def trainer_epochs(self, batches_per_epoch: int) -> int:
+        """Phase 1's high_epoch epochs, then as many as phase 2's iterations need (its last epoch ends early)."""
+        phase2_epochs = math.ceil(self.hparams.phase2_iterations / batches_per_epoch) if batches_per_epoch else 0
+        return self.hparams.high_epoch + phase2_epochs
 
     def on_train_epoch_start(self) -> None:
         h, epoch = self.hparams, self.current_epoch
         if epoch == h.low_epoch:
             self.generator_old.load_state_dict(self.generator.state_dict())
         if epoch == 0:
-            print(f"ognet: phase 1, epochs 0–{h.high_epoch - 1}: G and D together (G_old = G after {h.low_epoch})")
+            log.info(f"ognet: phase 1, epochs 0–{h.high_epoch - 1}: G and D together (G_old = G after {h.low_epoch})")
         if epoch == h.high_epoch:
             self.discriminator_phase1.load_state_dict(self.discriminator.state_dict())
-            print(
+            log.info(
                 f"ognet: phase 2, {h.phase2_iterations} iterations from epoch {epoch}: D alone on good (X, G(X)) and "
                 "bad (G_old(X), pseudo anomalies) examples"
             )
@@ -286,16 +284,19 @@ class OGNet(AnomalyModule):
 
     @torch.no_grad()
     def frozen_outputs(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """G(X) and G_old(X) in eval mode, each training image's computed once in phase 2 and then looked up."""
-        n = len(self.trainer.datamodule.train_set)
-        if not self._frozen_outputs:
-            shape = (n, *x.shape[1:])
-            self._frozen_outputs = {
-                "done": torch.zeros(n, dtype=torch.bool, device=x.device),
-                "g": x.new_empty(shape),
-                "old": x.new_empty(shape),
-            }
+        """G(X) and G_old(X) in eval mode, each training image's computed once in phase 2 and then looked up (by the
+        batch's `index`; the store grows to the largest index seen)."""
         store = self._frozen_outputs
+        n = int(index.max()) + 1
+        if not store or len(store["done"]) < n:
+            grown = {
+                "done": torch.zeros(n, dtype=torch.bool, device=x.device),
+                "g": x.new_empty((n, *x.shape[1:])),
+                "old": x.new_empty((n, *x.shape[1:])),
+            }
+            for key, values in store.items():
+                grown[key][: len(values)] = values
+            store = self._frozen_outputs = grown
         missing = ~store["done"][index]
         if missing.any():
             new, fresh = index[missing], x[missing]
@@ -340,7 +341,8 @@ class OGNet(AnomalyModule):
         self.log("val/score_mean", self.discriminator(reconstruction).mean(), batch_size=len(x))
         self.log("val/loss_rec", F.mse_loss(reconstruction, x), batch_size=len(x))
 
-    def score_with_variants(self, batch):
+    def score(self, batch: dict[str, torch.Tensor]) -> Scores:
+        """D(G(X)) (Eq. 6), the residual or Grad-CAM map, and as a variant the phase-1 D's score of the same G(X)."""
         x = batch["image"]
         reconstruction = self.generator(x)
         scores = self.discriminator(reconstruction)
@@ -349,14 +351,7 @@ class OGNet(AnomalyModule):
             maps = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
         else:
             maps = (x - reconstruction).abs().mean(1, keepdim=True)
-        return scores, maps, {"phase1": self.discriminator_phase1(reconstruction)}
-
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, maps, _ = self.score_with_variants(batch)
-        return scores, maps
-
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        return self.generator(images)
+        return Scores(scores, maps, {"phase1": self.discriminator_phase1(reconstruction)}, reconstruction)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

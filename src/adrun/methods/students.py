@@ -30,6 +30,7 @@ from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.teacher import TeacherSettings, obtain_teacher
 from adrun.nets.patch import ARCHITECTURES, DESCRIPTOR, PatchNet
+from adrun.scores import Scores
 
 IMAGE_SCORES = ("max", "mean")
 PAD_MODES = ("reflect", "replicate", "constant")
@@ -105,7 +106,7 @@ class Students(AnomalyModule):
         """uint8 images the teacher's patches come from: the training normals, or a folder's images."""
         h, datamodule = self.hparams, self.trainer.datamodule
         if h.teacher_source == "train":
-            return datamodule.train_set.images[datamodule.train_set.labels == 0]
+            return datamodule.train_images(label=0).images
         folder = Path(h.teacher_source).expanduser()
         if not folder.is_dir():
             raise UserError(f"method.teacher_source={h.teacher_source}: not a folder (or 'train')")
@@ -117,7 +118,7 @@ class Students(AnomalyModule):
 
     def on_fit_start(self) -> None:
         h, datamodule = self.hparams, self.trainer.datamodule
-        if len(datamodule.val_set) == 0:
+        if not datamodule.has_validation:
             raise UserError("students standardise their scores on validation normals; set data.val_fraction > 0")
         images = self.teacher_images()
         writer = getattr(self.logger, "experiment", None)
@@ -158,14 +159,13 @@ class Students(AnomalyModule):
     @torch.no_grad()
     def fit_teacher_statistics(self) -> None:
         """μ and σ of each teacher's descriptors over every position of the training normals."""
-        train_set = self.trainer.datamodule.train_set
-        normals = (train_set.labels == 0).nonzero().flatten().tolist()
-        batch = self.trainer.datamodule.batch_size
+        datamodule = self.trainer.datamodule
+        normals = datamodule.train_images(label=0)
         for scale, teacher in enumerate(self.teachers):
             total = torch.zeros(DESCRIPTOR, dtype=torch.float64, device=self.device)
             squares, count = torch.zeros_like(total), 0
-            for start in range(0, len(normals), batch):
-                images = train_set.__getitems__(normals[start : start + batch])["image"].to(self.device)
+            for batch in normals.batches(datamodule.batch_size):
+                images = batch["image"].to(self.device)
                 descriptors = teacher.dense(images).double()
                 total += descriptors.sum((0, 2, 3))
                 squares += descriptors.pow(2).sum((0, 2, 3))
@@ -244,13 +244,7 @@ class Students(AnomalyModule):
     def image_scores(self, maps: torch.Tensor, reduction: str | None = None) -> torch.Tensor:
         return maps.amax((1, 2, 3)) if (reduction or self.hparams.image_score) == "max" else maps.mean((1, 2, 3))
 
-    def score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, maps, _ = self.score_with_variants(batch)
-        return scores, maps
-
-    def score_with_variants(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def score(self, batch: dict[str, torch.Tensor]) -> Scores:
         """The score, and beside it (same maps, no extra pass): the other image reduction of the map, and ẽ and ṽ
         alone (the paper's ablation of the two terms)."""
         error_map, variance_map = self.standardised_maps(batch["image"])
@@ -261,4 +255,4 @@ class Students(AnomalyModule):
             "error": self.image_scores(error_map),
             "variance": self.image_scores(variance_map),
         }
-        return self.image_scores(maps), maps, variants
+        return Scores(self.image_scores(maps), maps, variants)

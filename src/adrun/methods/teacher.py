@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -39,6 +40,8 @@ from adrun.errors import UserError
 from adrun.methods.losses import check_finite
 from adrun.nets.modes import frozen
 from adrun.nets.patch import DESCRIPTOR, PatchNet, pad_for_patches
+
+console = logging.getLogger(__name__)
 
 RESNET_FEATURE = 512  # ResNet-18's pooled feature
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -186,7 +189,7 @@ def train_teacher(
         if log is not None and (step % 50 == 0 or step == settings.iterations - 1):
             log(step, {"loss": total.item()} | {name: value.item() for name, value in losses.items()})
         if settings.iterations >= 10 and (step + 1) % tenth == 0:
-            print(
+            console.info(
                 f"students: teacher p={settings.patch_size} step {step + 1}/{settings.iterations} · loss "
                 f"{total.item():.4g} · {time.perf_counter() - start:.0f} s"
             )
@@ -246,14 +249,16 @@ def _obtain_teacher(
     path = cache_path(Path(cache).expanduser(), settings, images, channels, resnet_from) if cache else None
     if path is not None and path.is_file():
         net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        print(f"students: teacher p={settings.patch_size} loaded from {path}")
+        console.info(f"students: teacher p={settings.patch_size} loaded from {path}")
         return net.eval(), facts | {"file": str(path), "trained_now": False}
     if not distilled:
-        print(
+        console.info(
             f"students: no knowledge distillation for teacher p={settings.patch_size} ({resnet_from}); "
             "it trains with λ_k=0, λ_m=1 (metric learning and compactness)"
         )
-    print(f"students: training teacher p={settings.patch_size}: {settings.iterations} steps on {len(images)} images")
+    console.info(
+        f"students: training teacher p={settings.patch_size}: {settings.iterations} steps on {len(images)} images"
+    )
     start = time.perf_counter()
     final = train_teacher(net, images, settings, resnet.to(device) if distilled else None, log)
     facts |= {"train_s": time.perf_counter() - start, "final_losses": final, "trained_now": True}

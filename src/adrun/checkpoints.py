@@ -1,0 +1,167 @@
+"""A trained model's checkpoint: opened once, and what adrun keeps in it beside Lightning's state.
+
+Every checkpoint carries the run's resolved config (`RunConfig`) and the calibrated threshold (a buffer of the method,
+saved with its weights), and the random generators as they were (`RandomState`), so that
+- `mode=test` / `mode=predict` rebuild the method and the preprocessing from the checkpoint alone (`merged_config`:
+  the command line sets the hardware, the mode and its inputs, the threshold; `data=<other>`; single `method.*`,
+  `data.*` and `trainer.*` keys on top of the checkpoint's);
+- `resume=true` ends with the same scores as a run that was never stopped: Lightning restores weights, optimisers and
+  loops, `RandomState` the generators (torch, CUDA, NumPy, Python) at the start of the first resumed epoch — after the
+  setup hooks, which draw their own numbers, and before the epoch's shuffle and noise.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import Callback
+
+from adrun.errors import UserError
+
+# What a later use of a checkpoint takes from its own command line rather than from the checkpoint's config:
+FROM_COMMAND_LINE = ("mode", "ckpt", "input", "threshold", "threads", "hardware", "seed", "resume")
+SINGLE_KEYS = ("method", "data", "trainer")  # `method.iterations=9`, `data.test_subset=100`: applied on top
+_opened: dict[tuple[str, int], Checkpoint] = {}  # one read per file and process
+
+
+class Checkpoint:
+    """A checkpoint file's contents, read once (on the CPU): path, config, hyperparameters, threshold, size."""
+
+    def __init__(self, path: Path, contents: dict):
+        self.path, self.contents = path, contents
+
+    @classmethod
+    def locate(cls, ckpt) -> Path:
+        """`ckpt=` as a file: a .ckpt, or a run dir's checkpoints/last.ckpt."""
+        if ckpt is None:
+            raise UserError("this mode uses a trained model: set ckpt=<a .ckpt file or a run dir>")
+        path = Path(str(ckpt)).expanduser()
+        if path.is_dir():
+            path = path / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise UserError(f"ckpt={ckpt}: no checkpoint there (give a .ckpt file or a run dir with checkpoints/)")
+        return path
+
+    @classmethod
+    def open(cls, ckpt) -> Checkpoint:
+        path = cls.locate(ckpt)
+        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        if key not in _opened:
+            try:  # not weights-only: hyperparameters may hold OmegaConf containers, as Lightning's own loading allows
+                contents = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:
+                raise UserError(f"ckpt {path}: not a readable checkpoint ({type(error).__name__})") from error
+            _opened[key] = cls(path, contents)
+        return _opened[key]
+
+    @property
+    def config(self) -> dict:
+        config = self.contents.get("adrun", {}).get("config")
+        if config is None:
+            raise UserError(f"ckpt {self.path} holds no run config (made before adrun kept it); re-train")
+        return config
+
+    @property
+    def method(self) -> str:
+        """The method's config-group name (its module): `adrun.methods.anogan.AnoGAN` → `anogan`."""
+        return self.config["method"]["_target_"].split(".")[-2]
+
+    @property
+    def hparams(self) -> dict:
+        return self.contents.get("hyper_parameters", {})
+
+    @property
+    def image_size(self) -> int | None:
+        return self.hparams.get("image_size")
+
+    @property
+    def channels(self) -> int | None:
+        return self.hparams.get("channels")
+
+    @property
+    def threshold(self) -> float | None:
+        state = self.contents.get("state_dict", {})
+        return state["threshold"].item() if state.get("threshold_normals", 0) > 0 else None
+
+    def check_method(self, target: str) -> None:
+        saved = self.config["method"]["_target_"]
+        if saved != target:
+            raise UserError(
+                f"ckpt {self.path} holds a {saved.split('.')[-1]} model, but method= asks for {target.split('.')[-1]}; "
+                "leave method= out, or use a checkpoint of that method"
+            )
+
+    def check_fits(self, image_size: int, channels: int) -> None:
+        """A checkpoint made for other images is refused in one line, before Lightning fails on tensor shapes."""
+        have = (self.channels, self.image_size)
+        if None not in have and have != (channels, image_size):
+            raise UserError(
+                f"checkpoint {self.path} was trained on {have[0]}-channel {have[1]} px images; the data give "
+                f"{channels}-channel {image_size} px images (set data.channels={have[0]} data.image_size={have[1]}, "
+                "or use another checkpoint)"
+            )
+
+    def merged_config(self, cfg: DictConfig, overrides: list[str]) -> DictConfig:
+        """The checkpoint's config with what the command line sets (see the module's docstring)."""
+        saved = OmegaConf.create(self.config)
+        chosen = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
+        if "method" in chosen:
+            self.check_method(cfg.method._target_)
+        with open_dict(saved):
+            for key in FROM_COMMAND_LINE:
+                saved[key] = cfg[key]
+            if "data" in chosen:
+                saved.data = cfg.data
+            for key in sorted(chosen):
+                group = key.split(".")[0]
+                if "." in key and group in SINGLE_KEYS and not (group == "data" and "data" in chosen):
+                    OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+        return saved
+
+
+class RunConfig(Callback):
+    """Puts the run's resolved config into every checkpoint Lightning writes."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["adrun"] = {"config": self.config}
+
+
+class RandomState(Callback):
+    """Saves the random generators with every checkpoint; restores them when training resumes. Kept as tensors and
+    plain numbers, which `torch.load(weights_only=True)` (Lightning's default) accepts."""
+
+    def __init__(self) -> None:
+        self.pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.pending = state_dict  # applied once the setup hooks are done, see on_train_epoch_start
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.pending is None:
+            return
+        state, self.pending = self.pending, None
+        torch.set_rng_state(state["torch"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -49,6 +49,24 @@ def test_checkpoint(finished):
     assert (run_dir / "checkpoints" / "last.ckpt").stat().st_size > 0
 
 
+def test_the_log_keeps_what_the_run_said(finished):
+    _, run_dir = finished
+    lines = (run_dir / "adrun.log").read_text().splitlines()
+    assert lines and "[adrun] ganomaly on synthetic (normal: texture): image AUROC" in lines[-1]
+
+
+def test_the_run_dir_holds_one_config(finished):
+    _, run_dir = finished
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "adrun.log",
+        "checkpoints",
+        "config.yaml",
+        "results.json",
+        "scores.csv",
+        "tb",
+    ]
+
+
 def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     _, run_dir = finished
     events = EventAccumulator(str(run_dir / "tb"), size_guidance=EVERYTHING)

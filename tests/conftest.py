@@ -17,6 +17,7 @@ from adrun.cli import config_dir
 # Every metric results.json holds for a method without score variants on data with masks.
 METRICS_WITH_MASKS = {"image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer", "pixel_auroc", "pixel_aupro"}
 METRICS_WITH_MASKS |= {"image_fpr_at_threshold", "image_tpr_at_threshold"}  # at the threshold from validation normals
+RUN_DIR = ["adrun.log", "checkpoints", "config.yaml", "results.json", "scores.csv", "tb"]  # what a run leaves
 SMALL = ("data.image_size=16", "data.batch_size=8", "trainer.log_every_n_steps=1")  # any dataset
 TINY = ("data=synthetic", *SMALL)
 METHODS = {

@@ -3,24 +3,11 @@ both ranks' scores, a checkpoint tests — on other data too — to the same sco
 rank runs the very plan rank 0 made), several DDP runs follow each other in one process, and only rank 0 writes."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import METHODS, SMALL, adrun, run
-
-ROOT = Path(__file__).resolve().parents[1]
-# One process runs every method's tiny run under DDP, one after another (as a sweep would): one interpreter start
-# instead of six, and a check that each run's process group is gone before the next one makes its own.
-EVERY_METHOD = """
-import sys
-from pathlib import Path
-from tests.conftest import run, tiny
-for method in sys.argv[2:]:
-    run(Path(sys.argv[1]) / method, *tiny(method, "hardware=cpu_ddp"))
-"""
+from tests.conftest import METHODS, RUN_DIR, SMALL, run, tiny
 
 
 def results(run_dir: Path) -> dict:
@@ -29,10 +16,11 @@ def results(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def under_ddp(tmp_path_factory) -> Path:
+    """Every method's tiny run under DDP, one after another with this process as rank 0 (as a sweep runs them): each
+    run's process group must be gone before the next one makes its own."""
     runs = tmp_path_factory.mktemp("ddp")
-    command = [sys.executable, "-c", EVERY_METHOD, str(runs), *METHODS]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for method in METHODS:
+        run(runs / method, *tiny(method, "hardware=cpu_ddp"))
     return runs
 
 
@@ -46,21 +34,18 @@ def test_every_method_trains_and_tests_under_ddp(method, under_ddp):
     assert saved["metrics"]["image_auroc"] is not None
     writers = {path.name.split(".")[-2] for path in (run_dir / "tb").glob("events.out.tfevents.*")}
     assert len(writers) == 1, "only rank 0 (one process id) writes TensorBoard events"
-    assert sorted(p.name for p in run_dir.iterdir()) == [
-        "adrun.log",
-        "checkpoints",
-        "config.yaml",
-        "results.json",
-        "scores.csv",
-        "tb",
-    ], "the plan reached the other rank through a temporary file, not the run dir"
+    assert sorted(p.name for p in run_dir.iterdir()) == RUN_DIR, (
+        "the plan reached the other rank through a temporary file, not the run dir"
+    )
 
 
-def test_a_checkpoint_tests_on_other_data_to_the_same_scores_in_one_process_and_in_two(tmp_path):
+def test_a_checkpoint_tests_on_other_data_to_the_same_scores_in_one_process_and_in_two(tmp_path, adrun_here):
     run(tmp_path / "trained", *SMALL, "method.epochs=2")  # the digits, normal class 0
     test = ("mode=test", f"ckpt={tmp_path / 'trained'}", "data.test_subset=100")
-    out = adrun("-m", *test, "data.normal_class=0,3", "hardware=cpu_ddp", "hydra.sweep.dir=ddp", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    code, _, err = adrun_here(
+        "-m", *test, "data.normal_class=0,3", "hardware=cpu_ddp", "hydra.sweep.dir=ddp", cwd=tmp_path
+    )
+    assert code == 0, err[-3000:]
     for job, normal_class in enumerate((0, 3)):
         one = run(tmp_path / f"cpu{job}", *test, f"data.normal_class={normal_class}")
         two = results(tmp_path / "ddp" / str(job))

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import METRICS_WITH_MASKS
+from tests.conftest import METRICS_WITH_MASKS, RUN_DIR
 
 EVERYTHING = {"images": 0, "scalars": 0, "tensors": 0}  # 0 = keep every record
 
@@ -57,14 +57,7 @@ def test_the_log_keeps_what_the_run_said(finished):
 
 def test_the_run_dir_holds_one_config(finished):
     _, run_dir = finished
-    assert sorted(p.name for p in run_dir.iterdir()) == [
-        "adrun.log",
-        "checkpoints",
-        "config.yaml",
-        "results.json",
-        "scores.csv",
-        "tb",
-    ]
+    assert sorted(p.name for p in run_dir.iterdir()) == RUN_DIR
 
 
 def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):

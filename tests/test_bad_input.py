@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import run, tiny
+from tests.conftest import SMALL, run, tiny
 from tests.fixtures.folder import write_folders
 from tests.fixtures.mvtec import write_mvtec
 
-TINY = ["method.epochs=1", "data.image_size=16", "data.cache_dir=cache"]  # unless a row sets the key itself
+TINY = [*SMALL, "method.epochs=1", "data.cache_dir=cache"]  # unless a row sets the key itself
 FOLDER = [
     "data=folder",
     "data.train_dir=parts/train/good",

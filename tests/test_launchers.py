@@ -10,9 +10,9 @@ from hydra.errors import MissingConfigException
 
 from adrun.errors import one_line
 from adrun.resolvers import threads_per_job
-from tests.conftest import adrun
+from tests.conftest import SMALL, adrun
 
-TINY = ("method.epochs=1", "data.batch_size=32", "trainer.log_every_n_steps=1")
+TINY = (*SMALL, "method.epochs=1")
 
 
 def job_results(sweep_dir, jobs: int) -> list[dict]:
@@ -28,7 +28,6 @@ def test_local_runs_the_jobs_side_by_side_and_shares_the_cores(tmp_path):
         "launcher=local",
         "launcher.n_jobs=2",
         "data=synthetic",
-        "data.image_size=16",
         "data.normal_class=0,1",
         *TINY,
         f"hydra.sweep.dir={sweep}",

@@ -42,6 +42,7 @@ QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets
     ".*module\\(s\\) in eval mode at the start of training.*",  # frozen networks (teachers, G_old) are on purpose
     ".*The dirpath has changed from.*",  # mode=test restores a checkpoint made in another run dir
     ".*During `trainer.test\\(\\)`, it is recommended to use `Trainer\\(devices=1.*",  # tests gather and drop repeats
+    ".*recommended to use `self.log\\('test/.*sync_dist=True.*",  # test metrics come from every rank's gathered scores
 )
 log = logging.getLogger("adrun")
 

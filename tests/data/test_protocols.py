@@ -42,6 +42,10 @@ def test_known_anomalies_join_training_with_label_one_and_leave_the_test_set():
     assert left_out.left_out_known_anomalies == int(known.sum()) and left_out.train_set.labels.eq(0).all()
     assert left_out.train_set.ids == [i for i, k in zip(train.ids, known.tolist(), strict=True) if not k]
     assert torch.equal(left_out.test_set.images, module.test_set.images)
+    noisy = {"normal_class": 0, "known_anomaly_classes": [7], "known_anomaly_fraction": 0.5, "noise_std": 0.1}
+    kept, dropped = digits(**noisy), digits(**noisy, use_known_anomalies=False)
+    assert torch.equal(kept.train_set.images[kept.train_set.labels == 0], dropped.train_set.images)
+    assert torch.equal(kept.val_set.images, dropped.val_set.images), "the noise after them is drawn the same"
 
 
 def test_test_anomaly_fraction():

@@ -268,9 +268,10 @@ class AnomalyDataModule(pl.LightningDataModule):
         if (~is_val).sum() < 2:
             raise UserError(f"{self.name} leaves {int((~is_val).sum())} training images; use more data or subsets")
         known = self._known_anomalies(train, generator)
-        if not self.use_known_anomalies:
-            self.left_out_known_anomalies, known = len(known), known[:0]
         self.train_set = self._image_set(train, torch.cat([pool[~is_val], known]), generator)
+        if not self.use_known_anomalies:  # after their noise is drawn too
+            self.left_out_known_anomalies = len(known)
+            self.train_set = self.train_set.subset(torch.arange(len(self.train_set) - len(known)))
         self.val_set = self._image_set(train, pool[is_val], generator)
         keep = (
             (~torch.isin(test.targets, torch.tensor(self.known_anomaly_classes, dtype=torch.long))).nonzero().flatten()

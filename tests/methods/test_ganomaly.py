@@ -46,6 +46,48 @@ def test_generator_loss_is_eq5_with_the_papers_weights():
     assert losses["loss_g"].item() == pytest.approx(1 * 0.25 + 50 * 0.5 + 1 * 4.0)
 
 
+class PixelMeanCritic(nn.Module):
+    """A stand-in D whose logit is the image's mean pixel and whose feature map is twice the image."""
+
+    def forward(self, x):
+        return x.mean((1, 2, 3)), 2 * x
+
+
+def test_adv_loss_outputs_is_anomalibs_l2_between_ds_sigmoid_outputs():
+    x, x_hat = torch.zeros(2, 1, 16, 16), torch.full((2, 1, 16, 16), 0.5)
+    z = torch.zeros(2, 4, 1, 1)
+    losses = {}
+    for adv_loss in ("features", "outputs"):
+        model = tiny(adv_loss=adv_loss)
+        model.discriminator = PixelMeanCritic()
+        losses[adv_loss] = model.generator_losses(x, x_hat, z, z)
+    assert losses["features"]["adv"].item() == pytest.approx(1.0)  # mean (2·0 − 2·0.5)²
+    expected = (1 / (1 + math.exp(-0.5)) - 0.5) ** 2  # (σ(mean x̂) − σ(mean x))²
+    assert losses["outputs"]["adv"].item() == pytest.approx(expected)
+    assert losses["outputs"]["con"] == losses["features"]["con"] and losses["outputs"]["enc"] == 0
+
+
+def test_init_torch_is_pytorchs_default_and_dcgan_the_papers():
+    torch.manual_seed(0)
+    dcgan, default = tiny(), tiny(init="torch")
+    norms = {
+        name: [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        for name, net in [("d", dcgan), ("t", default)]
+    }
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms["t"])  # PyTorch's BatchNorm: γ = 1
+    assert not any(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms["d"])  # DCGAN's: γ ~ N(1, 0.02)
+    first = {
+        name: next(m for m in net.modules() if isinstance(m, nn.Conv2d)) for name, net in [("d", dcgan), ("t", default)]
+    }
+    bound = 1 / math.sqrt(first["t"].weight[0].numel())  # kaiming_uniform(a=√5): U(±1/√fan_in)
+    assert first["t"].weight.abs().max() <= bound and first["t"].weight.std() > 3 * 0.02
+    assert first["d"].weight.std().item() == pytest.approx(0.02, rel=0.3)
+    with pytest.raises(UserError, match=r"method\.init"):
+        tiny(init="xavier")
+    with pytest.raises(UserError, match=r"method\.adv_loss"):
+        tiny(adv_loss="logits")
+
+
 def test_discriminator_loss_is_halved_bce_real_one_fake_zero():
     model = tiny()
     model.discriminator = IdentityCritic(logit=1.5)

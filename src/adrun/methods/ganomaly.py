@@ -17,6 +17,15 @@ Score (Eq. 7): A(x) = ‖G_E(x) − E(G(x))‖₁ (`score_norm: l1`); `score_nor
 squares instead. The official code also min–max scales the scores over the test set; that changes no ranking and uses
 the test set, so it is not done. Score map: |x − x̂| averaged over channels.
 
+Peers' variants (keys; the defaults are the paper's):
+- `adv_loss`: `features` (default; Eq. 2, and the official code: L2 between D's last feature maps of x and x̂) or
+  `outputs` (anomalib 2.x, `GeneratorLoss`: MSE between D's sigmoid outputs D(x) and D(x̂)).
+- `init`: `dcgan` (default; N(0, 0.02) convolutions, N(1, 0.02) BatchNorm scales, as the paper's DCGAN blocks) or
+  `torch` (PyTorch's default initialisation: what anomalib's GANomaly effectively trains with, since its
+  `weights_init` is called on the Generator and Discriminator containers, whose class names match neither "Conv" nor
+  "BatchNorm", instead of through `.apply`). D's re-initialisation below 1e-5 stays DCGAN's in both: anomalib's goes
+  through `.apply` and so does run.
+
 BatchNorm at test time: `test_batchnorm: eval` uses running statistics (inductive). The official code scores with
 BatchNorm in training mode, i.e. with each test batch's own statistics; `test_batchnorm: train` reproduces that. It is
 transductive (a sample's score depends on its batch mates) and is offered only for comparison with published numbers.
@@ -30,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adrun.errors import UserError
+from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator, Encoder, init_dcgan_weights
 from adrun.scores import Scores
@@ -85,24 +94,35 @@ class GANomaly(AnomalyModule):
         d_reinit_below: float = 1e-5,
         score_norm: str = "l1",
         test_batchnorm: str = "eval",
+        adv_loss: str = "features",
+        init: str = "dcgan",
     ):
         super().__init__()
         if score_norm not in ("l1", "mse"):
             raise UserError(f"method.score_norm must be l1 (the paper) or mse (the official code), got {score_norm!r}")
         if test_batchnorm not in ("eval", "train"):
             raise UserError(f"method.test_batchnorm must be eval or train, got {test_batchnorm!r}")
+        check_choice("method.adv_loss", adv_loss, ("features", "outputs"))
+        check_choice("method.init", init, ("dcgan", "torch"))
         self.save_hyperparameters()
         self.automatic_optimization = False  # two players, two optimisers, stepped in the paper's order
         self.generator = Generator(image_size, channels, nz, ngf)
         self.discriminator = Discriminator(image_size, channels, ndf)
+        if init == "torch":
+            for layer in self.modules():
+                if layer is not self and hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
 
     def generator_losses(
         self, x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, z_hat: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """L_adv, L_con, L_enc (Eqs. 2–4) and their weighted sum L_G (Eq. 5)."""
-        _, features_real = self.discriminator(x)
-        _, features_fake = self.discriminator(x_hat)
-        adv = F.mse_loss(features_fake, features_real)
+        logit_real, features_real = self.discriminator(x)
+        logit_fake, features_fake = self.discriminator(x_hat)
+        if self.hparams.adv_loss == "features":
+            adv = F.mse_loss(features_fake, features_real)
+        else:
+            adv = F.mse_loss(torch.sigmoid(logit_fake), torch.sigmoid(logit_real))
         con = F.l1_loss(x_hat, x)
         enc = F.mse_loss(z_hat, z)
         h = self.hparams

@@ -8,9 +8,13 @@ import pytest
 from adrun.sweep import write_summary
 
 
-def fake_job(sweep_dir, job, overrides, auroc):
+def fake_job(sweep_dir, job, overrides, auroc, status="ok"):
     (sweep_dir / str(job)).mkdir(parents=True)
-    results = {"status": "ok", "overrides": overrides, "metrics": {"image_auroc": auroc, "image_f1": 0.5}}
+    results = {"status": status, "method": "ganomaly", "data": "mvtec", "overrides": overrides}
+    if status == "ok":
+        results["metrics"] = {"image_auroc": auroc, "image_f1": 0.5}
+    else:
+        results["error"] = "non-finite loss: train/loss_g = nan"
     (sweep_dir / str(job) / "results.json").write_text(json.dumps(results))
 
 
@@ -21,7 +25,8 @@ def test_ten_classes_give_ten_rows_and_their_mean(tmp_path):
     assert [r["job"] for r in rows] == [str(c) for c in range(10)] + ["mean"]
     assert float(rows[-1]["image_auroc"]) == pytest.approx(0.45)
     markdown = (tmp_path / "summary.md").read_text().splitlines()
-    assert len(markdown) == 2 + 11 and "| mean | mean of 10 |" in markdown[-1] and "0.4500" in markdown[-1]
+    assert markdown[0] == "`method=ganomaly` `data=mvtec`" and markdown[1] == ""  # named even as defaults
+    assert len(markdown) == 2 + 2 + 11 and "| mean | mean of 10 |" in markdown[-1] and "0.4500" in markdown[-1]
 
 
 def test_means_are_taken_per_setting_of_the_other_overrides(tmp_path):
@@ -49,3 +54,48 @@ def test_a_real_sweep_writes_the_table(tmp_path, adrun_here):
     assert [r["data.normal_class"] for r in rows] == ["0", "1", "2", "mean of 3"]
     aurocs = [float(r["image_auroc"]) for r in rows]
     assert aurocs[3] == pytest.approx(sum(aurocs[:3]) / 3)
+
+
+SEEDS = {0: [0.6, 0.8], 1: [0.7, 0.9], 2: [0.5, 1.0]}  # seed → AUROC of category bottle, cable
+
+
+def seeded_sweep(sweep_dir, failed=None):
+    job = 0
+    for seed, aurocs in SEEDS.items():
+        for category, auroc in zip(("bottle", "cable"), aurocs, strict=True):
+            status = "failed" if (seed, category) == failed else "ok"
+            fake_job(sweep_dir, job, [f"data.category={category}", f"seed={seed}"], auroc, status)
+            job += 1
+
+
+def test_seeds_become_mean_and_sample_std_and_the_category_mean_is_over_per_seed_means(tmp_path):
+    import statistics
+
+    seeded_sweep(tmp_path)
+    table = write_summary(tmp_path)
+    grouped = {r["data.category"]: r for r in table if r["job"] == "mean ± std"}
+    assert grouped["bottle"]["image_auroc"] == pytest.approx(0.6)
+    assert grouped["bottle"]["image_auroc_std"] == pytest.approx(statistics.stdev([0.6, 0.7, 0.5]))  # n − 1
+    assert grouped["cable"]["n"] == 3 and grouped["cable"]["seed"] == "3 runs"
+    (mean,) = [r for r in table if r["job"] == "mean"]
+    per_seed = [statistics.fmean(a) for a in SEEDS.values()]  # 0.7, 0.8, 0.75
+    assert mean["data.category"] == "mean of 2" and mean["n"] == 3
+    assert mean["image_auroc"] == pytest.approx(0.75) and mean["image_auroc_std"] == pytest.approx(
+        statistics.stdev(per_seed)
+    )
+    markdown = (tmp_path / "summary.md").read_text()
+    assert markdown.startswith("`method=ganomaly` `data=mvtec`"), "the header names the method and data, defaults too"
+    assert "| mean ± std | bottle | 3 runs |" in markdown and "0.6000 ± 0.1000" in markdown
+    assert "| mean | mean of 2 |" in markdown and "mean ± sample std" in markdown
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert len(rows) == 6 + 2 + 1 and {"n", "image_auroc_std"} <= set(rows[0]), "every job's row stays in the csv"
+
+
+def test_a_failed_job_is_excluded_and_said_not_a_vanished_mean(tmp_path):
+    seeded_sweep(tmp_path, failed=(1, "cable"))
+    table = write_summary(tmp_path)
+    cable = next(r for r in table if r["job"] == "mean ± std" and r["data.category"] == "cable")
+    assert cable["n"] == 2 and cable["seed"] == "2 of 3" and cable["image_auroc"] == pytest.approx(0.9)
+    (mean,) = [r for r in table if r["job"] == "mean"]
+    assert mean["data.category"] == "mean of 2, 1 failed" and mean["image_auroc"] is not None
+    assert "- job 3 `data.category=cable` `seed=1` failed: non-finite loss" in (tmp_path / "summary.md").read_text()

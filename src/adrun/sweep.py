@@ -1,11 +1,18 @@
-"""The table at the end of a multirun: summary.csv and summary.md in the sweep dir, one row per job plus the mean
-over the swept `data.normal_class` (the shape of the papers' per-class tables)."""
+"""The table at the end of a multirun: summary.csv and summary.md in the sweep dir.
+
+- one row per job (its method, data and overrides, status and metrics), failed jobs included;
+- jobs that differ only in a key of `summary.repeat_over` (default: `seed`) are also one row, `mean ± std`: the mean,
+  the sample standard deviation and n over the jobs that finished (a failed one is excluded and said);
+- jobs that differ only in a protocol key (`data.normal_class`, `data.category`, `data.abnormal_class`,
+  `data.n_inliers`) get a `mean` row — the shape of the papers' per-class tables. With repeats it is the mean ± std
+  over the repeats of each repeat's mean over the classes ("mean ± std over 3 runs", as papers compute it).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
+import statistics
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -14,21 +21,24 @@ from omegaconf import DictConfig
 from adrun.artefacts import write_atomically
 from adrun.errors import IncompleteSweep
 
-CLASS_KEY = "data.normal_class"
+PROTOCOL_KEYS = ("data.normal_class", "data.category", "data.abnormal_class", "data.n_inliers")
+REPEAT_OVER = ("seed",)
 NOT_A_SETTING = ("resume", "threads", "hydra.")  # overrides that say how a job ran, not what it computed
 ERROR = "error"  # a failed job's one-line error: listed under the table, not in it
+GROUPED = ("mean ± std", "mean")  # the `job` of the rows this module adds
 
 
 def job_rows(sweep_dir: Path) -> list[dict]:
-    """One row per job that wrote results.json, in job order: its overrides, status and metrics."""
+    """One row per job that wrote results.json, in job order: method, data, overrides, status and metrics."""
     paths = sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
     rows = []
     for path in paths:
         results = json.loads(path.read_text())
         overrides = dict(item.split("=", 1) for item in results.get("overrides", []))
         overrides = {key: value for key, value in overrides.items() if not key.startswith(NOT_A_SETTING)}
+        facts = {key: results[key] for key in ("method", "data") if key in results}
         metrics = results.get("metrics", {})
-        rows.append({"job": path.parent.name, **overrides, "status": results.get("status", "?"), **metrics})
+        rows.append({"job": path.parent.name, **facts, **overrides, "status": results.get("status", "?"), **metrics})
         if "error" in results:
             rows[-1][ERROR] = results["error"]
     return rows
@@ -36,35 +46,82 @@ def job_rows(sweep_dir: Path) -> list[dict]:
 
 def failures(rows: list[dict]) -> list[dict]:
     """The jobs that did not end well: failed, or still `started` (running, or killed)."""
-    return [row for row in rows if row["job"] != "mean" and row.get("status") not in ("ok", "")]
+    return [row for row in rows if row["job"] not in GROUPED and row.get("status") != "ok"]
 
 
-def with_means(rows: list[dict], metric_keys: list[str]) -> list[dict]:
-    """After each group of jobs that differ only in `data.normal_class`, a row of their means."""
-    groups: dict[tuple, list[dict]] = {}
+def spread(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None below two values)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def number(value) -> float | None:
+    return value if isinstance(value, int | float) and value == value else None  # NaN and null are not numbers
+
+
+def groups(rows: list[dict], left_out: set[str], metric_keys: list[str]) -> dict[tuple, list[dict]]:
+    """Rows by their setting without `left_out` keys, in order of first appearance."""
+    out: dict[tuple, list[dict]] = {}
+    ignore = {"job", "status", ERROR, *metric_keys, *left_out}
     for row in rows:
-        key = tuple(sorted((k, v) for k, v in row.items() if k not in {"job", "status", CLASS_KEY, *metric_keys}))
-        groups.setdefault(key, []).append(row)
-    out = []
-    for key, members in groups.items():
-        out += members
-        if len(members) > 1 and any(CLASS_KEY in m for m in members):
-            mean = {"job": "mean", **dict(key), CLASS_KEY: f"mean of {len(members)}", "status": ""}
-            for metric in metric_keys:
-                values = [m.get(metric) for m in members]
-                ok = [v for v in values if isinstance(v, int | float) and not math.isnan(v)]
-                mean[metric] = sum(ok) / len(ok) if len(ok) == len(values) else None
-            out.append(mean)
+        out.setdefault(tuple(sorted((k, v) for k, v in row.items() if k not in ignore)), []).append(row)
     return out
 
 
-def formatted(value) -> str:
+def repeat_rows(rows: list[dict], metric_keys: list[str], repeat_over: tuple[str, ...]) -> list[dict]:
+    """`mean ± std` rows: jobs that differ only in the repeat keys, over those that finished."""
+    out = []
+    for key, members in groups(rows, set(repeat_over), metric_keys).items():
+        if not any(k in m for m in members for k in repeat_over):
+            continue
+        ok = [m for m in members if m.get("status") == "ok"]
+        row = {"job": GROUPED[0], **dict(key), "status": "", "n": len(ok)}
+        row[repeat_over[0]] = f"{len(ok)} of {len(members)}" if len(ok) < len(members) else f"{len(ok)} runs"
+        for metric in metric_keys:
+            row[metric], row[f"{metric}_std"] = spread([v for m in ok if (v := number(m.get(metric))) is not None])
+        out.append(row)
+    return out
+
+
+def protocol_rows(rows: list[dict], metric_keys: list[str], repeat_over: tuple[str, ...]) -> list[dict]:
+    """`mean` rows over whichever protocol key the jobs vary: per repeat the mean over its finished classes, then the
+    mean ± std of those over the repeats."""
+    swept = [k for k in PROTOCOL_KEYS if len({r.get(k) for r in rows if k in r}) > 1]
+    if not swept:
+        return []
+    protocol, out = swept[0], []
+    for key, members in groups(rows, {protocol, *repeat_over}, metric_keys).items():
+        if len({m.get(protocol) for m in members}) < 2:
+            continue
+        ok = [m for m in members if m.get("status") == "ok"]
+        by_repeat: dict[tuple, list[dict]] = {}
+        for m in ok:
+            by_repeat.setdefault(tuple(m.get(k) for k in repeat_over), []).append(m)
+        classes = len({m.get(protocol) for m in members})
+        failed = len(members) - len(ok)
+        label = f"mean of {classes}" + (f", {failed} failed" if failed else "")
+        row = {"job": GROUPED[1], **dict(key), protocol: label, "status": "", "n": len(by_repeat)}
+        for metric in metric_keys:
+            per_repeat = []
+            for jobs in by_repeat.values():
+                values = [v for m in jobs if (v := number(m.get(metric))) is not None]
+                if values:
+                    per_repeat.append(statistics.fmean(values))
+            row[metric], row[f"{metric}_std"] = spread(per_repeat)
+        out.append(row)
+    return out
+
+
+def formatted(value, std=None) -> str:
     if value is None:
         return "–"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.4f}" if std is None else f"{value:.4f} ± {std:.4f}"
 
 
-def write_summary(sweep_dir: Path) -> list[dict]:
+def write_summary(sweep_dir: Path, repeat_over: tuple[str, ...] = REPEAT_OVER) -> list[dict]:
     rows = job_rows(sweep_dir)
     if not rows:
         return []
@@ -72,25 +129,39 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     for row in rows:
         columns += [key for key in row if key not in columns and key != ERROR]
     metric_keys = [c for c in columns if c.startswith(("image_", "pixel_"))]
-    table = with_means(rows, metric_keys)
+    repeats = repeat_rows(rows, metric_keys, repeat_over)
+    added = repeats + protocol_rows(rows, metric_keys, repeat_over)
+    table = rows + added
+    csv_columns = columns + (["n"] + [f"{m}_std" for m in metric_keys] if added else [])
+    for row in added:  # a repeat key that a grouped row summarises needs its column
+        csv_columns += [k for k in row if k not in csv_columns]
 
     def write_csv(f):
-        out = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        out = csv.DictWriter(f, fieldnames=csv_columns, extrasaction="ignore")
         out.writeheader()
         out.writerows(table)
 
-    shared = [c for c in columns if c not in {"job", *metric_keys} and len({str(r.get(c)) for r in table}) == 1]
-    shown = [c for c in columns if c not in shared]
+    shown_rows = added if repeats else table  # with repeats the table shows the groups; every job is in summary.csv
+    settings = [c for c in csv_columns if c not in {"job", "n", *metric_keys} and not c.endswith("_std")]
+    shared = [c for c in settings if len({str(r.get(c)) for r in table if c in r or r["job"] not in GROUPED}) == 1]
+    shown = [c for c in csv_columns if c not in shared and not c.endswith("_std") and (c != "n" or repeats)]
 
     def write_md(f):
         if shared:  # what every job has in common goes above the table, not in a column of repeats
             f.write(" ".join(f"`{c}={table[0][c]}`" for c in shared) + "\n\n")
+        if repeats:
+            f.write(
+                f"Cells: mean ± sample std over the runs that differ only in {', '.join(repeat_over)} (n runs); a "
+                "`mean` row is the mean ± std over those runs of each run's mean over the swept classes. Every "
+                "job's own row is in summary.csv.\n\n"
+            )
         f.write("| " + " | ".join(shown) + " |\n")
         f.write("|" + "---|" * len(shown) + "\n")
-        for row in table:
-            f.write("| " + " | ".join(formatted(row.get(c)) for c in shown) + " |\n")
+        for row in shown_rows:
+            cells = [formatted(row.get(c), row.get(f"{c}_std")) for c in shown]
+            f.write("| " + " | ".join(cells) + " |\n")
         for row in failures(rows):
-            what = " ".join(f"`{c}={row[c]}`" for c in shown if c not in {"job", "status", *metric_keys} and c in row)
+            what = " ".join(f"`{c}={row[c]}`" for c in settings if c not in shared and c in row and c != "status")
             error = row.get(ERROR, "no result (still running, or killed)")
             f.write(f"\n- job {row['job']} {what} {row['status']}: {error}\n")
 
@@ -104,12 +175,13 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = write_summary(sweep_dir)
+        repeat_over = tuple(config.get("summary", {}).get("repeat_over", REPEAT_OVER))
+        table = write_summary(sweep_dir, repeat_over)
         if table:
             print(f"sweep summary: {sweep_dir / 'summary.md'}")
         if failed := failures(table):  # `adrun` exits 1 with this line
             first = failed[0]
             raise IncompleteSweep(
-                f"{len(failed)} of {len([r for r in table if r['job'] != 'mean'])} jobs did not finish; job "
+                f"{len(failed)} of {len([r for r in table if r['job'] not in GROUPED])} jobs did not finish; job "
                 f"{first['job']}: {first.get(ERROR, first['status'])} (all in {sweep_dir / 'summary.md'})"
             )

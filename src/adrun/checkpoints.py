@@ -25,7 +25,12 @@ from adrun.errors import UserError
 # What a later use of a checkpoint takes from its own command line rather than from the checkpoint's config:
 FROM_COMMAND_LINE = ("mode", "ckpt", "input", "threshold", "threads", "hardware", "seed", "resume")
 SINGLE_KEYS = ("method", "data", "trainer")  # `method.iterations=9`, `data.test_subset=100`: applied on top
-_opened: dict[tuple[str, int], Checkpoint] = {}  # one read per file and process
+_opened: dict[tuple[str, int], Checkpoint] = {}  # the last file opened, so the CLI and the runner read it once
+
+
+def group_choice(target: str) -> str:
+    """A config group's choice from its target: `adrun.methods.ganomaly.GANomaly` → `ganomaly` (file = module)."""
+    return target.split(".")[-2]
 
 
 class Checkpoint:
@@ -55,6 +60,7 @@ class Checkpoint:
                 contents = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as error:
                 raise UserError(f"ckpt {path}: not a readable checkpoint ({type(error).__name__})") from error
+            _opened.clear()  # a sweep over many checkpoints keeps one in memory, not all
             _opened[key] = cls(path, contents)
         return _opened[key]
 
@@ -68,7 +74,7 @@ class Checkpoint:
     @property
     def method(self) -> str:
         """The method's config-group name (its module): `adrun.methods.anogan.AnoGAN` → `anogan`."""
-        return self.config["method"]["_target_"].split(".")[-2]
+        return group_choice(self.config["method"]["_target_"])
 
     @property
     def hparams(self) -> dict:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adrun import ddp
 from adrun.artefacts import RunDir, versions
+from adrun.checkpoints import Checkpoint, RandomState, RunConfig, group_choice
 from adrun.errors import UserError, check_choice, one_line
 from adrun.resolvers import MODES
 
@@ -72,16 +73,9 @@ class Plan:
         return cls(**json.loads(path.read_text()))
 
 
-def group_choice(target: str) -> str:
-    """A config group's choice from its target: `adrun.methods.ganomaly.GANomaly` → `ganomaly` (file = module)."""
-    return target.split(".")[-2]
-
-
 # ---- prepare ------------------------------------------------------------------------------------------------------
 def prepare(cfg: DictConfig, run_dir: Path, overrides: list[str] = (), hardware: str | None = None) -> Plan:
     """Decides the run and builds what it needs; raises a UserError for anything the user can fix, writing nothing."""
-    from adrun.checkpoints import Checkpoint
-
     check_choice("mode", cfg.mode, MODES)
     check_top_level(cfg)
     checkpoint = None
@@ -229,8 +223,6 @@ def build(plan: Plan, checkpoint=None) -> tuple:
     import torch
     from hydra.utils import instantiate
 
-    from adrun.checkpoints import Checkpoint
-
     cfg = plan.cfg
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.threads:
@@ -320,7 +312,6 @@ def fit_and_test(plan: Plan, run: RunDir, writes: bool) -> dict:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from adrun.calibration import calibrate
-    from adrun.checkpoints import RandomState, RunConfig
     from adrun.evaluation import Evaluator
     from adrun.timing import Timer
 

@@ -34,6 +34,17 @@ def calibrate(module, datamodule, quantile: float, forward_context) -> None:
     module.threshold_normals.fill_(len(scores))
 
 
+def threshold_facts(module, given: float | None, quantile: float) -> dict:
+    """results.json's record of the threshold: the one decisions used, whether it was given, and the calibrated one
+    with the quantile and how many normals it rests on."""
+    calibrated = {
+        "threshold": module.calibrated_threshold,
+        "quantile": quantile,
+        "normals": int(module.threshold_normals),
+    }
+    return {"value": decision_threshold(module, given), "given": given is not None, "calibrated": calibrated}
+
+
 def decision_threshold(module, given: float | None) -> float | None:
     """The threshold decisions use: `threshold=` if given, else the calibrated one, else none."""
     return float(given) if given is not None else module.calibrated_threshold

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from adrun import visual
 from adrun.artefacts import RunDir, versions
-from adrun.calibration import decision_threshold
+from adrun.calibration import decision_threshold, threshold_facts
 from adrun.data.base import ImageSet, keep_batch
 from adrun.data.images import IMAGE_SUFFIXES, decode_all, read, visible
 from adrun.errors import UserError
@@ -88,14 +88,13 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
         writer.add_image(f"predict/{name}", picture, i)
     trainer.logger.finalize("success")
     flagged = sum(d == "anomalous" for d in decisions)
-    calibrated = {"threshold": module.calibrated_threshold, "normals": int(module.threshold_normals)}
     results = {
         "status": "ok",
         "mode": "predict",
         "checkpoint": checkpoint,
         "input": str(cfg.input),
         "counts": {"images": len(files), "anomalous": flagged},
-        "threshold": {"value": threshold, "given": cfg.threshold is not None, "calibrated": calibrated},
+        "threshold": threshold_facts(module, cfg.threshold, cfg.threshold_quantile),
         # decoding and scoring; and the whole call with the CSV, the overlays and TensorBoard
         "timings": {"predict_s": seconds, "images_per_s": len(files) / seconds, "total_s": time.perf_counter() - start},
         "versions": versions(),

@@ -355,6 +355,7 @@ def fit_and_test(plan: Plan, run: RunDir, writes: bool) -> dict:
 def record(plan: Plan, run: RunDir, trainer, evaluator, fit_seconds: float, rates: dict) -> dict:
     """scores.csv, results.json, the HParams record and the run's last line."""
     from adrun.artefacts import log_hparams
+    from adrun.calibration import threshold_facts
 
     module, datamodule = plan.built
     outputs, metrics = evaluator.outputs, evaluator.metrics
@@ -374,7 +375,7 @@ def record(plan: Plan, run: RunDir, trainer, evaluator, fit_seconds: float, rate
         },
         "timings": {"fit_s": fit_seconds, **rates},
         "mode": plan.mode,
-        "threshold": threshold_facts(plan, module, evaluator.threshold),
+        "threshold": threshold_facts(module, plan.config["threshold"], plan.config["threshold_quantile"]),
         "processes": trainer.world_size,
         "continued_from": plan.start,
         "method_notes": module.method_notes(),
@@ -397,15 +398,6 @@ def record(plan: Plan, run: RunDir, trainer, evaluator, fit_seconds: float, rate
         f"image AUROC {metrics['image_auroc']:.4f}{at} · results in {run.path} · view: tensorboard --logdir {run.tb}"
     )
     return results
-
-
-def threshold_facts(plan: Plan, module, value: float | None) -> dict:
-    calibrated = {
-        "threshold": module.calibrated_threshold,
-        "quantile": plan.cfg.threshold_quantile,
-        "normals": int(module.threshold_normals),
-    }
-    return {"value": value, "given": plan.cfg.threshold is not None, "calibrated": calibrated}
 
 
 def hparams_of(plan: Plan, normal_class: list[int]) -> dict:

@@ -170,3 +170,78 @@ def test_any_power_of_two_size_and_both_channel_counts(size):
         scored = model.score({"image": torch.randn(2, channels, size, size)})
         scores, maps = scored.image, scored.map
         assert scores.shape == (2,) and maps.shape == (2, 1, size, size)
+
+
+def test_enc_loss_smooth_l1_is_anomalibs_huber_on_the_latent_gap():
+    x = torch.zeros(2, 1, 16, 16)
+    z = torch.zeros(2, 4, 1, 1)
+    z_hat = torch.stack([torch.full((4, 1, 1), 2.0), torch.full((4, 1, 1), 0.5)])
+    enc = {}
+    for name in ("l2", "smooth_l1"):
+        model = tiny(enc_loss=name)
+        model.discriminator = IdentityCritic()
+        enc[name] = model.generator_losses(x, x, z, z_hat)["enc"].item()
+    assert enc["l2"] == pytest.approx((4.0 + 0.25) / 2)  # mean (z − ẑ)²
+    assert enc["smooth_l1"] == pytest.approx((2.0 - 0.5 + 0.5 * 0.5**2) / 2)  # |d| − ½ above 1, ½d² below
+    with pytest.raises(UserError, match=r"method\.enc_loss"):
+        tiny(enc_loss="l1")
+
+
+def test_first_padding_4_is_anomalibs_first_convolution_and_still_ends_at_one_by_one():
+    from adrun.nets.dcgan import Encoder
+
+    maps = []
+    encoder = Encoder(32, 3, 7, 4, first_padding=4)
+    convs = [m for m in encoder if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda m, i, o: maps.append(o.shape[-1])) for m in convs]
+    assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, 7, 1, 1)
+    assert maps == [19, 9, 4, 1]  # anomalib's sizes at 32 px; DCGAN's are 16, 8, 4, 1
+    for hook in hooks:
+        hook.remove()
+    model = GANomaly(image_size=32, channels=1, nz=4, ngf=4, ndf=4, first_padding=4)
+    firsts = [net[0] for net in (model.generator.encoder, model.generator.reencoder, model.discriminator.features)]
+    assert [conv.padding for conv in firsts] == [(4, 4)] * 3
+    dcgan = GANomaly(image_size=32, channels=1, nz=4, ngf=4, ndf=4)
+    shapes = [[p.shape for p in m.generator.decoder.parameters()] for m in (model, dcgan)]
+    assert shapes[0] == shapes[1], "the decoder is DCGAN's either way"
+    with pytest.raises(UserError, match="≥ 32"):
+        tiny(first_padding=4)
+
+
+class RecordingGenerator(nn.Module):
+    """Returns its input as x̂ and records what it was given."""
+
+    def forward(self, x):
+        self.seen = x
+        z = x.mean((1, 2, 3)).view(-1, 1, 1, 1)
+        return x, z, z
+
+
+def test_input_norm_imagenet_feeds_the_networks_imagenet_normalised_pixels():
+    model = GANomaly(image_size=16, channels=3, nz=4, ngf=4, ndf=4, input_norm="imagenet").eval()
+    model.generator = RecordingGenerator()
+    x = torch.stack([torch.full((3, 16, 16), -1.0), torch.full((3, 16, 16), 1.0)])  # black, white
+    scored = model.score({"image": x})
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(model.generator.seen[0, :, 0, 0], -mean / std)
+    assert torch.allclose(model.generator.seen[1, :, 0, 0], (1 - mean) / std)
+    assert torch.allclose(scored.reconstruction, x, atol=1e-6), "the picture shows x̂ back in [−1, 1]"
+    plain = GANomaly(image_size=16, channels=3, nz=4, ngf=4, ndf=4).eval()
+    plain.generator = RecordingGenerator()
+    plain.score({"image": x})
+    assert torch.equal(plain.generator.seen, x), "tanh (the default) feeds the [−1, 1] batch as it is"
+    with pytest.raises(UserError, match=r"data\.channels=3"):
+        tiny(input_norm="imagenet")
+
+
+def test_the_anomalib_preset_sets_each_switch_and_leaves_the_defaults_the_papers():
+    from tests.conftest import composed
+
+    paper = composed("data=fashion_mnist").method
+    preset = composed("data=fashion_mnist", "experiment=ganomaly_anomalib")
+    assert (paper.adv_loss, paper.init, paper.enc_loss, paper.score_norm) == ("features", "dcgan", "l2", "l1")
+    assert (paper.first_padding, paper.input_norm, paper.d_reinit_below) == (1, "tanh", 1e-5)
+    m = preset.method
+    assert (m.adv_loss, m.init, m.enc_loss, m.score_norm) == ("outputs", "torch", "smooth_l1", "mse")
+    assert (m.first_padding, m.input_norm, m.d_reinit_below, m.epochs) == (4, "imagenet", 0.0, 15)
+    assert (preset.data.channels, preset.data.batch_size) == (3, 32)

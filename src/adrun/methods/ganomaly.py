@@ -23,8 +23,16 @@ Peers' variants (keys; the defaults are the paper's):
 - `init`: `dcgan` (default; N(0, 0.02) convolutions, N(1, 0.02) BatchNorm scales, as the paper's DCGAN blocks) or
   `torch` (PyTorch's default initialisation: what anomalib's GANomaly effectively trains with, since its
   `weights_init` is called on the Generator and Discriminator containers, whose class names match neither "Conv" nor
-  "BatchNorm", instead of through `.apply`). D's re-initialisation below 1e-5 stays DCGAN's in both: anomalib's goes
-  through `.apply` and so does run.
+  "BatchNorm", instead of through `.apply`). D's re-initialisation below `d_reinit_below` is DCGAN's in both.
+- `enc_loss`: `l2` (default; Eq. 4 as the official code's MSE) or `smooth_l1` (anomalib 2.x: `SmoothL1Loss`).
+- `first_padding`: 1 (default; DCGAN) or 4 (anomalib 2.x pads the first convolution of both encoders and of D by 4;
+  the maps go S/2 + 3, S/4 + 1, S/8, … and still end at 1×1 for S ≥ 32).
+- `input_norm`: `tanh` (default; images in [−1, 1], the decoder's tanh range) or `imagenet` (anomalib 2.x's default
+  pre-processor: [0, 1] then ImageNet mean/std per channel, 3 channels; the reconstruction, still a tanh, is compared
+  with those inputs in L_con and D).
+- `d_reinit_below: 0` never re-initialises D (anomalib 2.x has no re-initialisation).
+`experiment=ganomaly_anomalib` sets all of these plus anomalib's MSE score, 3 channels and batch 32 (anomalib 2.x,
+src/anomalib/models/image/ganomaly/, read at commit 190b35baf).
 
 BatchNorm at test time: `test_batchnorm: eval` uses running statistics (inductive). The official code scores with
 BatchNorm in training mode, i.e. with each test batch's own statistics; `test_batchnorm: train` reproduces that. It is
@@ -44,15 +52,17 @@ from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator, Encoder, init_dcgan_weights
 from adrun.scores import Scores
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # per RGB channel, images in [0, 1]
+
 
 class Generator(nn.Module):
     """x → (x̂, z, ẑ): encoder G_E, decoder G_D, encoder E."""
 
-    def __init__(self, image_size: int, channels: int, nz: int, width: int):
+    def __init__(self, image_size: int, channels: int, nz: int, width: int, first_padding: int = 1):
         super().__init__()
-        self.encoder = Encoder(image_size, channels, nz, width)
+        self.encoder = Encoder(image_size, channels, nz, width, first_padding)
         self.decoder = Decoder(image_size, channels, nz, width)
-        self.reencoder = Encoder(image_size, channels, nz, width)
+        self.reencoder = Encoder(image_size, channels, nz, width, first_padding)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = self.encoder(x)
@@ -96,6 +106,9 @@ class GANomaly(AnomalyModule):
         test_batchnorm: str = "eval",
         adv_loss: str = "features",
         init: str = "dcgan",
+        enc_loss: str = "l2",
+        first_padding: int = 1,
+        input_norm: str = "tanh",
     ):
         super().__init__()
         if score_norm not in ("l1", "mse"):
@@ -104,10 +117,14 @@ class GANomaly(AnomalyModule):
             raise UserError(f"method.test_batchnorm must be eval or train, got {test_batchnorm!r}")
         check_choice("method.adv_loss", adv_loss, ("features", "outputs"))
         check_choice("method.init", init, ("dcgan", "torch"))
+        check_choice("method.enc_loss", enc_loss, ("l2", "smooth_l1"))
+        check_choice("method.input_norm", input_norm, ("tanh", "imagenet"))
+        if input_norm == "imagenet" and channels != 3:
+            raise UserError(f"method.input_norm=imagenet needs data.channels=3 (ImageNet's statistics), got {channels}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # two players, two optimisers, stepped in the paper's order
-        self.generator = Generator(image_size, channels, nz, ngf)
-        self.discriminator = Discriminator(image_size, channels, ndf)
+        self.generator = Generator(image_size, channels, nz, ngf, first_padding)
+        self.discriminator = Discriminator(image_size, channels, ndf, first_padding)
         if init == "torch":
             for layer in self.modules():
                 if layer is not self and hasattr(layer, "reset_parameters"):
@@ -124,7 +141,7 @@ class GANomaly(AnomalyModule):
         else:
             adv = F.mse_loss(torch.sigmoid(logit_fake), torch.sigmoid(logit_real))
         con = F.l1_loss(x_hat, x)
-        enc = F.mse_loss(z_hat, z)
+        enc = F.mse_loss(z_hat, z) if self.hparams.enc_loss == "l2" else F.smooth_l1_loss(z_hat, z)
         h = self.hparams
         return {"loss_g": h.w_adv * adv + h.w_con * con + h.w_enc * enc, "adv": adv, "con": con, "enc": enc}
 
@@ -152,9 +169,17 @@ class GANomaly(AnomalyModule):
             init_dcgan_weights(self.discriminator)
         return losses | {"loss_d": loss_d}
 
+    def network_input(self, x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """The batch's [−1, 1] images as the networks see them (`input_norm`), or back with `inverse`."""
+        if self.hparams.input_norm == "tanh":
+            return x
+        mean = x.new_tensor(IMAGENET_MEAN).view(1, -1, 1, 1)
+        std = x.new_tensor(IMAGENET_STD).view(1, -1, 1, 1)
+        return (x * std + mean) * 2 - 1 if inverse else ((x + 1) / 2 - mean) / std
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        losses = self.update(batch["image"], opt_g, opt_d, self.manual_backward)
+        losses = self.update(self.network_input(batch["image"]), opt_g, opt_d, self.manual_backward)
         size = len(batch["image"])
         self.log_dict({f"train/{k}": losses[k].detach() for k in ("loss_g", "loss_d")}, prog_bar=True, batch_size=size)
         self.log_dict({f"train/{k}": losses[k].detach() for k in ("adv", "con", "enc")}, batch_size=size)
@@ -174,8 +199,9 @@ class GANomaly(AnomalyModule):
             return self.generator(x)
 
     def score(self, batch: dict[str, torch.Tensor]) -> Scores:
-        x = batch["image"]
+        x = self.network_input(batch["image"])
         x_hat, z, z_hat = self.forward_generator(x)
         gap = (z - z_hat).flatten(1)
         scores = gap.abs().sum(1) if self.hparams.score_norm == "l1" else gap.pow(2).mean(1)
-        return Scores(scores, (x - x_hat).abs().mean(1, keepdim=True), reconstruction=x_hat)
+        reconstruction = self.network_input(x_hat, inverse=True)
+        return Scores(scores, (x - x_hat).abs().mean(1, keepdim=True), reconstruction=reconstruction)

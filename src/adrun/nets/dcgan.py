@@ -27,11 +27,20 @@ def init_dcgan_weights(module: nn.Module) -> None:
 
 
 class Encoder(nn.Sequential):
-    """[B, C, S, S] → [B, nz, 1, 1]."""
+    """[B, C, S, S] → [B, nz, 1, 1].
 
-    def __init__(self, image_size: int, channels: int, nz: int, width: int = 64):
+    `first_padding` pads the first convolution only (DCGAN: 1). anomalib's GANomaly pads it by 4 and keeps the number
+    of halvings: at S ≥ 32 the map is then S/2 + 3, S/4 + 1, S/8, … and still reaches 4×4, hence 1×1.
+    """
+
+    def __init__(self, image_size: int, channels: int, nz: int, width: int = 64, first_padding: int = 1):
         check_image_size(image_size)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        if first_padding != 1 and image_size < 32:
+            raise UserError(f"a first-layer padding of {first_padding} needs data.image_size ≥ 32, got {image_size}")
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, width, 4, 2, first_padding, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
         size, ch = image_size // 2, width
         while size > 4:
             layers += [
@@ -68,9 +77,9 @@ class Discriminator(nn.Module):
     (`binary_cross_entropy_with_logits`), which is the same function, stable, and safe under mixed precision.
     """
 
-    def __init__(self, image_size: int, channels: int, width: int = 64):
+    def __init__(self, image_size: int, channels: int, width: int = 64, first_padding: int = 1):
         super().__init__()
-        encoder = Encoder(image_size, channels, 1, width)
+        encoder = Encoder(image_size, channels, 1, width, first_padding)
         self.features, self.head = nn.Sequential(*list(encoder)[:-1]), encoder[-1]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,6 +72,9 @@ def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     # 8 most and 8 least anomalous samples, 16 px tiles with 2 px padding; rows: input, reconstruction, map, mask
     assert (grid.width, grid.height) == (8 * (16 + 2) + 2, 2 * 4 * (16 + 2) + 2)
     assert "test/pr_curve" in events.PluginTagToContent("pr_curves")
+    histogram, roc = events.Images("test/score_histogram")[0], events.Images("test/roc_curve")[0]
+    assert (histogram.width, histogram.height, roc.width, roc.height) == (600, 360, 420, 420)
+    assert histogram.step == roc.step == grid.step
     hparams = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
     assert (

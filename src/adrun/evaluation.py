@@ -23,7 +23,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
-from adrun import visual
+from adrun import figures, visual
 from adrun.calibration import decision_threshold
 from adrun.scores import Scores
 
@@ -205,7 +205,8 @@ class Evaluator(Callback):
             self.log_figures(trainer, pl_module)
 
     def log_figures(self, trainer, pl_module) -> None:
-        """The most and least anomalous test samples as a grid, and the PR curve."""
+        """The most and least anomalous test samples as a grid, the PR curve, the score histogram of normals and
+        anomalies with the threshold drawn, and the ROC curve with the threshold's operating point."""
         outputs, writer = self.outputs, trainer.logger.experiment
         order = outputs.scores.argsort(descending=True)
         per_block = min(EXTREMES, (len(order) + 1) // 2)
@@ -217,6 +218,13 @@ class Evaluator(Callback):
         grid = visual.extremes_grid(batch["image"].float().cpu(), scored.reconstruction, scored.map, masks, per_block)
         writer.add_image("test/most_and_least_anomalous", grid, trainer.global_step)
         writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), trainer.global_step)
+        histogram = figures.score_histogram(outputs.scores.numpy(), outputs.labels.numpy(), self.threshold)
+        writer.add_image("test/score_histogram", figures.image(histogram), trainer.global_step)
+        if outputs.labels.min() != outputs.labels.max():
+            fpr, tpr, _ = binary_roc(unit_ranks(outputs.scores), outputs.labels.long())
+            point = (self.metrics["image_fpr_at_threshold"], self.metrics["image_tpr_at_threshold"])
+            roc = figures.roc_figure(fpr.numpy(), tpr.numpy(), self.metrics["image_auroc"], point)
+            writer.add_image("test/roc_curve", figures.image(roc), trainer.global_step)
 
 
 def every_rank(columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

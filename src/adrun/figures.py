@@ -1,0 +1,94 @@
+"""Plots drawn with matplotlib (no pyplot, no display): a test pass's score histogram and ROC curve, and the
+report's grouped bars or heat map. `image(figure)` gives TensorBoard's [3, H, W] tensor, `save_png` a file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+NORMAL, ANOMALOUS, THRESHOLD = "#1f77b4", "#d62728", "#222222"
+BARS_UP_TO = 16  # rows; a report with more rows (or more than 6 columns) is drawn as a heat map
+
+
+def image(figure: Figure):
+    """The figure rendered to an RGB uint8 tensor [3, H, W]."""
+    import torch
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1)
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Written to a temporary name and renamed, like every artefact."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    FigureCanvasAgg(figure).print_png(str(tmp))
+    tmp.replace(path)
+
+
+def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Figure:
+    """Test scores of normals and anomalies, overlaid on shared bins, with the calibrated threshold as a line."""
+    figure = Figure(figsize=(6, 3.6), dpi=100)
+    ax = figure.add_subplot()
+    finite = scores[np.isfinite(scores)]
+    bins = np.histogram_bin_edges(finite, bins=min(50, max(10, len(finite) // 20)))
+    for label, name, colour in ((0, "normal", NORMAL), (1, "anomalous", ANOMALOUS)):
+        chosen = scores[labels == label]
+        if len(chosen):
+            ax.hist(chosen, bins=bins, alpha=0.55, color=colour, label=f"{name} (n = {len(chosen)})")
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color=THRESHOLD, linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float, at_threshold: tuple[float, float] | None) -> Figure:
+    """The ROC curve with its AUROC, and the operating point of the calibrated threshold (FPR, TPR) marked."""
+    figure = Figure(figsize=(4.2, 4.2), dpi=100)
+    ax = figure.add_subplot()
+    ax.plot(fpr, tpr, color=ANOMALOUS, label=f"AUROC {auroc:.4f}")
+    ax.plot([0, 1], [0, 1], color="#999999", linewidth=0.8, linestyle=":")
+    if at_threshold is not None and all(map(math.isfinite, at_threshold)):
+        ax.plot(*at_threshold, "o", color=THRESHOLD, label="calibrated threshold")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate", ylabel="true-positive rate")
+    ax.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def report_figure(rows: list[str], columns: list[str], means: list[list[float]], stds, metric: str) -> Figure:
+    """Grouped bars with ±std error bars (rows on the x axis, a bar per column), or a heat map when many."""
+    if len(rows) <= BARS_UP_TO and len(columns) <= 6:
+        figure = Figure(figsize=(max(6.0, 0.5 * len(rows) * len(columns) + 2), 4), dpi=110)
+        ax = figure.add_subplot()
+        width = 0.8 / len(columns)
+        x = np.arange(len(rows))
+        for i, (column, mean, std) in enumerate(zip(columns, means, stds, strict=True)):
+            ax.bar(x + (i - (len(columns) - 1) / 2) * width, mean, width, yerr=std, capsize=2, label=column)
+        ax.set_xticks(x, rows, rotation=30, ha="right", fontsize=8)
+        low = np.nanmin(np.asarray(means, dtype=float) - np.asarray(stds, dtype=float))
+        high = np.nanmax(np.asarray(means, dtype=float) + np.asarray(stds, dtype=float))
+        bottom = max(0.0, math.floor(low * 10) / 10) if math.isfinite(low) else 0.0
+        ax.set_ylim(bottom, max(1.0, high) if math.isfinite(high) else 1.0)
+        ax.set_ylabel(f"{metric} (mean ± std)")
+        ax.legend(fontsize=8, ncols=min(3, len(columns)))
+    else:
+        figure = Figure(figsize=(1.4 * len(columns) + 3, 0.3 * len(rows) + 1.5), dpi=110)
+        ax = figure.add_subplot()
+        grid = np.asarray(means, dtype=float).T
+        shown = ax.imshow(grid, aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        for (r, c), value in np.ndenumerate(grid):
+            ax.text(c, r, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white")
+        figure.colorbar(shown, ax=ax, label=metric)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,39 @@
+"""The matplotlib figures show what they say: the threshold where it is, the operating point on the ROC curve."""
+
+import numpy as np
+import pytest
+import torch
+
+from adrun import figures
+
+
+def test_the_histogram_draws_both_classes_and_the_threshold_line():
+    scores = np.array([0.1, 0.2, 0.3, 0.9, 1.0, 1.1])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    ax = figures.score_histogram(scores, labels, threshold=0.55).axes[0]
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [0.55, 0.55]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["normal (n = 3)", "anomalous (n = 3)", "threshold 0.55"]
+    heights = [sum(p.get_height() for p in container) for container in ax.containers]
+    assert heights == [3, 3], "every score is in a bar"
+    assert list(figures.score_histogram(scores, labels, threshold=None).axes[0].lines) == []
+
+
+def test_the_roc_figure_marks_the_thresholds_operating_point_and_renders_to_an_image():
+    figure = figures.roc_figure(np.array([0, 0.5, 1]), np.array([0, 0.9, 1]), 0.7, at_threshold=(0.5, 0.9))
+    point = figure.axes[0].lines[-1]
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (0.5, 0.9)
+    assert "AUROC 0.7000" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    rendered = figures.image(figure)
+    assert rendered.dtype == torch.uint8 and rendered.shape == (3, 420, 420) and rendered.float().std() > 10
+
+
+@pytest.mark.parametrize(("rows", "columns", "kind"), [(10, 3, "bars"), (40, 2, "heat map")])
+def test_the_report_figure_is_bars_or_a_heat_map(rows, columns, kind):
+    means = [[0.5 + 0.01 * r for r in range(rows)] for _ in range(columns)]
+    stds = [[0.01] * rows for _ in range(columns)]
+    figure = figures.report_figure([str(r) for r in range(rows)], [f"m{c}" for c in range(columns)], means, stds, "x")
+    ax = figure.axes[0]
+    assert (len(ax.patches) == rows * columns) == (kind == "bars")
+    assert (len(ax.images) == 1) == (kind == "heat map")

@@ -40,12 +40,15 @@ def test_means_are_taken_per_setting_of_the_other_overrides(tmp_path):
     assert [(m["method"], m["image_auroc"]) for m in means] == [("a", 0.5), ("b", 0.9)]
 
 
-def test_a_real_sweep_writes_the_table(tmp_path, adrun_here):
+def test_a_real_sweep_writes_the_table_and_adrun_report_reads_it(tmp_path, adrun_here, capsys):
     code, _, err = adrun_here(
         "-m",
         "data.normal_class=range(3)",
         "method.epochs=1",
         "data.image_size=16",
+        "+reference.source=a test",
+        "+reference.metric=image_auroc",
+        "+reference.mean=0.5",
         f"hydra.sweep.dir={tmp_path}/sweep",
         cwd=tmp_path,
     )
@@ -54,6 +57,14 @@ def test_a_real_sweep_writes_the_table(tmp_path, adrun_here):
     assert [r["data.normal_class"] for r in rows] == ["0", "1", "2", "mean of 3"]
     aurocs = [float(r["image_auroc"]) for r in rows]
     assert aurocs[3] == pytest.approx(sum(aurocs[:3]) / 3)
+    from adrun.report import main as report
+
+    report([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| normal_class | ganomaly | ganomaly reference | Δ |"
+    assert lines[-3] == "- ganomaly reference: a test" and lines[-1].startswith("report: ")
+    mean = f"| **mean** | {aurocs[3]:.3f} | 0.500 | {aurocs[3] - 0.5:+.3f} |"
+    assert mean in lines and lines[2].startswith("| 0 |")
 
 
 SEEDS = {0: [0.6, 0.8], 1: [0.7, 0.9], 2: [0.5, 1.0]}  # seed → AUROC of category bottle, cable

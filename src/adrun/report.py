@@ -1,0 +1,343 @@
+"""`adrun-report`: the table a paper prints, from any mix of finished runs.
+
+    adrun-report outputs/fmnist_budget/ganomaly outputs/fmnist_budget/fanogan [--metric image_auroc] [--out DIR]
+
+Rows are the protocol key the runs vary (`data.normal_class`, `data.category`, `data.abnormal_class`,
+`data.n_inliers`) plus a `mean` row; columns are methods, and a method's variants when its runs differ in method keys
+(`ada[anovae]`, or the `experiment=` a run was made with); a cell is the mean ± sample std over the runs that differ
+only in the seed. The mean row is, per seed, the mean over every row, then the mean ± std of those over the seeds that
+have every row — "mean ± std over n runs" as papers report it. A column may carry a published `reference:` block (an
+experiment config's; see `docs/design.md`): it is shown beside ours with the difference.
+
+Runs of different protocols are refused, naming the key: one table is one protocol (the data, its image size,
+subsets, split and protocol keys). How a method is fed (channels, batch size, where the files are) is not protocol.
+Writes report.md, report.csv and report.png to `--out` and prints the markdown. A separate console script rather than
+an `adrun mode=…`: it composes nothing and trains nothing, it reads run dirs, and globs of them are its arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from adrun.artefacts import write_atomically, write_text
+from adrun.errors import UserError
+from adrun.sweep import PROTOCOL_KEYS, number, spread
+
+NOT_PROTOCOL = {"root", "cache_dir", "download", "batch_size", "channels", "num_workers", "seed"}  # how, not what
+REFERENCE_KEYS = {"source", "metric"}  # required in a reference block; `values` (per row), `mean`, `protocol` optional
+
+
+@dataclass
+class Run:
+    """One finished or failed run as the report needs it."""
+
+    path: Path
+    status: str
+    method: str
+    method_config: dict
+    data: dict
+    seed: object
+    metrics: dict
+    experiment: str | None = None
+    row_names: dict = field(default_factory=dict)  # row value → its class name, where the data name classes
+    reference: dict | None = None
+    error: str | None = None
+
+
+def run_dirs(paths: list[str]) -> list[Path]:
+    """Every run dir under the arguments (run dirs, sweep dirs, globs of either), each once, in order."""
+    found: list[Path] = []
+    for arg in paths:
+        matches = sorted(glob.glob(arg)) if glob.has_magic(arg) else [arg]
+        if not matches or not Path(matches[0]).exists():
+            raise UserError(f"{arg}: no such run or sweep dir")
+        for match in map(Path, matches):
+            own = match / "results.json"
+            results = [own] if own.exists() else sorted(match.rglob("results.json"))
+            found += [r.parent for r in results if r.parent not in found]
+    if not found:
+        raise UserError(f"no results.json under {' '.join(paths)}: not a run or sweep dir of adrun")
+    return found
+
+
+def read_run(path: Path) -> Run:
+    results = json.loads((path / "results.json").read_text())
+    config_path = path / "config.yaml"
+    if not config_path.exists():
+        raise UserError(f"{path} has results.json but no config.yaml: a run of an older adrun, re-test it")
+    config = yaml.safe_load(config_path.read_text())
+    overrides = dict(o.split("=", 1) for o in results.get("overrides", []) if "=" in o)
+    names = results.get("normal_class_names")
+    classes = config["data"].get("normal_class")
+    row_names = {}
+    if names and classes is not None and not isinstance(classes, list):
+        row_names = {str(classes): names[0]}
+    return Run(
+        path=path,
+        status=results.get("status", "?"),
+        method=results.get("method") or config["method"]["_target_"].rsplit(".", 1)[1].lower(),
+        method_config={k: v for k, v in config["method"].items() if k != "_target_"},
+        data={"name": results.get("data", config["data"].get("_target_")), **config["data"]},
+        seed=config.get("seed"),
+        metrics=results.get("metrics", {}),
+        experiment=overrides.get("+experiment", overrides.get("experiment")),
+        row_names=row_names,
+        reference=config.get("reference"),
+        error=results.get("error"),
+    )
+
+
+def row_key(runs: list[Run]) -> str | None:
+    """The protocol key the runs vary (its name without `data.`), or None when every run has the same."""
+    for key in PROTOCOL_KEYS:
+        name = key.removeprefix("data.")
+        if len({json.dumps(r.data.get(name)) for r in runs}) > 1:
+            return name
+    return None
+
+
+def check_one_protocol(runs: list[Run], row: str | None) -> None:
+    """Refuse runs of different protocols in one table, naming the first key that differs and two runs that differ."""
+    first = runs[0]
+    for run in runs[1:]:
+        for key in sorted(set(first.data) | set(run.data)):
+            if key in NOT_PROTOCOL or key == row:
+                continue
+            if json.dumps(first.data.get(key)) != json.dumps(run.data.get(key)):
+                raise UserError(
+                    f"runs of different protocols: data.{key} is {first.data.get(key)!r} in {first.path} but "
+                    f"{run.data.get(key)!r} in {run.path}; one report is one protocol (report them separately)"
+                )
+
+
+def column_labels(runs: list[Run]) -> dict[Path, str]:
+    """Each run's column: its method, and where runs of one method differ in method keys, what tells them apart —
+    `variant` (ADA), else the experiment the run was made with, else the differing keys."""
+    labels = {}
+    for method in dict.fromkeys(r.method for r in runs):
+        members = [r for r in runs if r.method == method]
+        differing = sorted(
+            k
+            for k in set().union(*(r.method_config for r in members))
+            if len({json.dumps(r.method_config.get(k)) for r in members}) > 1
+        )
+        for r in members:
+            if not differing:
+                tag = ""
+            elif "variant" in differing:
+                tag = str(r.method_config["variant"])
+            elif len({m.experiment for m in members}) > 1 and r.experiment:
+                tag = r.experiment
+            else:
+                tag = ", ".join(f"{k}={r.method_config.get(k)}" for k in differing)
+            labels[r.path] = f"{method}[{tag}]" if tag else method
+    return labels
+
+
+@dataclass
+class Cell:
+    values: dict  # seed → value
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self):
+        self.mean, self.std = spread(list(self.values.values()))
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Table:
+    metric: str
+    row: str | None
+    rows: list[str]  # the row key's values, as text, in order
+    columns: list[str]
+    cells: dict  # (row, column) → Cell; row "mean" holds the mean row
+    references: dict  # column → reference block
+    row_names: dict
+    failed: list[Run]
+    left_out_seeds: dict  # column → seeds left out of the mean row (they miss a row)
+
+
+def build_table(runs: list[Run], metric: str) -> Table:
+    ok = [r for r in runs if r.status == "ok"]
+    if not ok:
+        raise UserError(f"none of the {len(runs)} runs finished (status ok); nothing to report")
+    row = row_key(ok)
+    check_one_protocol(ok, row)
+    labels = column_labels(ok)
+    columns = list(dict.fromkeys(labels[r.path] for r in ok))
+    row_text = {r.path: json.dumps(r.data.get(row)).strip('"') if row else "all" for r in ok}
+    rows = list(dict.fromkeys(row_text[r.path] for r in sorted(ok, key=lambda r: sort_key(r.data.get(row)))))
+    values: dict[tuple, dict] = {}
+    for run in ok:
+        if metric not in run.metrics:
+            known = ", ".join(sorted(run.metrics))
+            raise UserError(f"{run.path} has no metric {metric!r}; it has: {known}")
+        cell = values.setdefault((row_text[run.path], labels[run.path]), {})
+        if run.seed in cell:
+            raise UserError(
+                f"two runs of {labels[run.path]} at {row}={row_text[run.path]} with seed {run.seed}: "
+                f"{cell[run.seed][1]} and {run.path}; pass one of them"
+            )
+        cell[run.seed] = (number(run.metrics[metric]), run.path)
+    cells = {key: Cell({s: v for s, (v, _) in by_seed.items() if v is not None}) for key, by_seed in values.items()}
+    left_out: dict[str, list] = {}
+    if len(rows) > 1:
+        for column in columns:
+            for r in rows:
+                cells.setdefault((r, column), Cell({}))  # a row this column has no run of: an empty cell
+            seeds = set().union(*(cells[(r, column)].values for r in rows))
+            complete = [s for s in sorted(seeds, key=str) if all(s in cells[(r, column)].values for r in rows)]
+            left_out[column] = sorted(seeds - set(complete), key=str)
+            per_seed = {s: statistics.fmean(cells[(r, column)].values[s] for r in rows) for s in complete}
+            cells[("mean", column)] = Cell(per_seed)
+    references = {}
+    for column in columns:
+        blocks = {json.dumps(r.reference, sort_keys=True) for r in ok if labels[r.path] == column}
+        if len(blocks) > 1:
+            raise UserError(f"the runs of {column} carry different reference blocks; report them separately")
+        block = json.loads(blocks.pop())
+        if block:
+            missing = REFERENCE_KEYS - set(block)
+            if missing:
+                raise UserError(f"the reference block of {column} lacks {', '.join(sorted(missing))}")
+            if block["metric"] == metric:
+                references[column] = block
+    row_names = {k: v for r in ok for k, v in r.row_names.items()}
+    failed = [r for r in runs if r.status != "ok"]
+    return Table(metric, row, rows, columns, cells, references, row_names, failed, left_out)
+
+
+def sort_key(value):
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, json.dumps(value))
+
+
+def cell_text(cell: Cell | None, digits: int = 3) -> str:
+    if cell is None or cell.mean is None:
+        return "–"
+    if cell.std is None:
+        return f"{cell.mean:.{digits}f}"
+    return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
+
+
+def reference_value(block: dict, row: str) -> float | None:
+    values = block.get("values") or {}
+    value = block.get("mean") if row == "mean" else values.get(row, values.get(_int(row)))
+    return number(value)
+
+
+def _int(text: str):
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def markdown(table: Table) -> str:
+    header = [table.row or "row"]
+    for column in table.columns:
+        header.append(column)
+        if column in table.references:
+            header += [f"{column} reference", "Δ"]
+    most = max(c.n for c in table.cells.values())
+    short = []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in [*table.rows, *(["mean"] if len(table.rows) > 1 else [])]:
+        name = table.row_names.get(row)
+        cells = [f"{row} {name}" if name and name != row else f"**{row}**" if row == "mean" else row]
+        for column in table.columns:
+            cell = table.cells.get((row, column))
+            text = cell_text(cell)
+            if cell is not None and cell.n < most:
+                text += " †"
+                short.append(f"{column} at {row}: n = {cell.n}")
+            cells.append(text)
+            if column in table.references:
+                ref = reference_value(table.references[column], row)
+                cells.append("–" if ref is None else f"{ref:.3f}")
+                mean = cell.mean if cell else None
+                cells.append("–" if ref is None or mean is None else f"{mean - ref:+.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [
+        f"{table.metric}: cells are mean ± sample std over seeds (n = {most} unless marked †)"
+        + (
+            "; the mean row is, per seed, the mean over the rows, then mean ± std over the seeds that have every row."
+            if len(table.rows) > 1
+            else "."
+        )
+    ]
+    if short:
+        notes.append("† fewer seeds than the other cells: " + "; ".join(short) + ".")
+    for column, seeds in table.left_out_seeds.items():
+        if seeds:
+            notes.append(f"{column}: seed(s) {', '.join(map(str, seeds))} miss a row and are left out of its mean.")
+    for column, block in table.references.items():
+        protocol = f" ({block['protocol']})" if "protocol" in block else ""
+        notes.append(f"{column} reference: {block['source']}{protocol}")
+    for run in table.failed:
+        notes.append(f"not in the table, {run.status}: {run.path}" + (f": {run.error}" if run.error else ""))
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def write_csv(table: Table, path: Path) -> None:
+    def write(f):
+        out = csv.writer(f)
+        out.writerow(["row", "name", "column", "metric", "mean", "std", "n", "values", "reference"])
+        for (row, column), cell in table.cells.items():
+            ref = reference_value(table.references[column], row) if column in table.references else None
+            values = ";".join(f"{s}:{v:.6f}" for s, v in cell.values.items())
+            out.writerow(
+                [row, table.row_names.get(row, ""), column, table.metric, cell.mean, cell.std, cell.n, values, ref]
+            )
+
+    write_atomically(path, write)
+
+
+def write_report(paths: list[str], metric: str, out: Path) -> str:
+    table = build_table([read_run(p) for p in run_dirs(paths)], metric)
+    text = markdown(table)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "report.md", f"# {metric}\n\n" + text)
+    write_csv(table, out / "report.csv")
+    from adrun.figures import report_figure, save_png
+
+    labels = [*table.rows, *(["mean"] if len(table.rows) > 1 else [])]
+    means = [[_mean(table.cells.get((r, c))) for r in labels] for c in table.columns]
+    stds = [[_std(table.cells.get((r, c))) for r in labels] for c in table.columns]
+    names = [f"{r} {table.row_names[r]}" if table.row_names.get(r, r) != r else r for r in labels]
+    save_png(report_figure(names, table.columns, means, stds, metric), out / "report.png")
+    return text
+
+
+def _mean(cell: Cell | None) -> float:
+    return float("nan") if cell is None or cell.mean is None else cell.mean
+
+
+def _std(cell: Cell | None) -> float:
+    return 0.0 if cell is None or cell.std is None else cell.std
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="adrun-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", help="run dirs, sweep dirs, or globs of them")
+    parser.add_argument("--metric", default="image_auroc", help="a key of results.json's metrics (image_auroc)")
+    parser.add_argument("--out", type=Path, help="where report.md/.csv/.png go (outputs/report/<timestamp>)")
+    args = parser.parse_args(argv)
+    out = args.out or Path("outputs/report") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    try:
+        text = write_report(args.paths, args.metric, out)
+    except UserError as error:
+        print(f"adrun-report: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+    print(f"report: {out.resolve() / 'report.md'} (.csv, .png)")

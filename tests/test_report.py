@@ -1,0 +1,161 @@
+"""adrun-report: the paper-shaped table from hand-made run dirs (results.json + config.yaml as a run writes them)."""
+
+import csv
+import json
+import statistics
+
+import pytest
+import yaml
+
+from adrun.errors import UserError
+from adrun.report import build_table, main, read_run, run_dirs
+
+DATA = {"_target_": "adrun.data.fashion_mnist.FashionMNIST", "image_size": 32, "train_subset": 1000, "channels": 1}
+
+
+def fake_run(path, method, normal_class, seed, auroc, status="ok", method_config=None, data=None, **extra):
+    path.mkdir(parents=True)
+    results = {"status": status, "method": method, "data": "fashion_mnist", "overrides": extra.pop("overrides", [])}
+    results["normal_class_names"] = [f"class{normal_class}"]
+    if status == "ok":
+        results["metrics"] = {"image_auroc": auroc, "image_f1_eer": auroc / 2}
+    else:
+        results["error"] = "non-finite loss: train/loss_g = nan"
+    config = {
+        "method": {"_target_": f"adrun.methods.{method}.X", "epochs": 15, **(method_config or {})},
+        "data": {**DATA, "normal_class": normal_class, "seed": seed, **(data or {})},
+        "seed": seed,
+        **extra,
+    }
+    (path / "results.json").write_text(json.dumps(results))
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+AUROC = {  # method → seed → AUROC of classes 0, 1, 2
+    "ganomaly": {0: [0.6, 0.8, 0.7], 1: [0.7, 0.9, 0.8], 2: [0.5, 1.0, 0.6]},
+    "fanogan": {0: [0.9, 0.9, 0.9], 1: [0.8, 0.7, 0.9]},
+}
+
+
+def two_sweeps(root, failed=None):
+    for method, by_seed in AUROC.items():
+        job = 0
+        for seed, values in by_seed.items():
+            for c, value in enumerate(values):
+                status = "failed" if failed == (method, seed, c) else "ok"
+                fake_run(root / method / str(job), method, c, seed, value, status)
+                job += 1
+    return [str(root / "ganomaly"), str(root / "fanogan")]
+
+
+def test_two_sweeps_give_rows_per_class_columns_per_method_and_mean_over_seeds(tmp_path):
+    table = build_table([read_run(p) for p in run_dirs(two_sweeps(tmp_path))], "image_auroc")
+    assert table.row == "normal_class" and table.rows == ["0", "1", "2"]
+    assert table.columns == ["ganomaly", "fanogan"]
+    cell = table.cells[("0", "ganomaly")]
+    assert cell.n == 3 and cell.mean == pytest.approx(0.6) and cell.std == pytest.approx(0.1)  # sample std
+    assert table.cells[("2", "fanogan")].n == 2 and table.cells[("2", "fanogan")].std == pytest.approx(0.0)
+    per_seed = [statistics.fmean(v) for v in AUROC["ganomaly"].values()]
+    mean = table.cells[("mean", "ganomaly")]
+    assert mean.mean == pytest.approx(statistics.fmean(per_seed))
+    assert mean.std == pytest.approx(statistics.stdev(per_seed))
+
+
+def test_the_cli_writes_markdown_csv_and_png_and_marks_cells_with_fewer_seeds(tmp_path, capsys):
+    out = tmp_path / "report"
+    main([*two_sweeps(tmp_path / "runs", failed=("ganomaly", 1, 2)), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.md", "report.png"]
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert md.split("\n", 2)[2] in printed
+    assert "| normal_class | ganomaly | fanogan |" in md
+    assert "| 0 class0 | 0.600 ± 0.100 | 0.850 ± 0.071 † |" in md
+    assert "| 2 class2 | 0.650 ± 0.071 † | 0.900 ± 0.000 † |" in md, "the failed job leaves n = 2 at class 2"
+    assert "ganomaly: seed(s) 1 miss a row and are left out of its mean." in md
+    assert "not in the table, failed:" in md and "non-finite loss" in md
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    ganomaly_mean = next(r for r in rows if r["row"] == "mean" and r["column"] == "ganomaly")
+    assert ganomaly_mean["n"] == "2" and float(ganomaly_mean["mean"]) == pytest.approx((0.7 + 0.7) / 2)
+
+
+def test_another_metric_is_reported_when_asked(tmp_path):
+    table = build_table([read_run(p) for p in run_dirs(two_sweeps(tmp_path))], "image_f1_eer")
+    assert table.cells[("0", "ganomaly")].mean == pytest.approx(0.3)
+    with pytest.raises(UserError, match="no metric 'pixel_auroc'"):
+        build_table([read_run(p) for p in run_dirs([str(tmp_path / "ganomaly")])], "pixel_auroc")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("image_size", 64), ("train_subset", None), ("_target_", "adrun.data.mnist.MNIST"), ("noise_std", 0.1)],
+)
+def test_runs_of_different_protocols_are_refused_naming_the_key(tmp_path, key, value):
+    paths = two_sweeps(tmp_path)
+    fake_run(tmp_path / "other" / "0", "ganomaly", 0, 5, 0.5, data={key: value})
+    with pytest.raises(UserError, match=rf"data\.{key} is .* but .*one report is one protocol"):
+        build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "other")])], "image_auroc")
+
+
+def test_channels_and_batch_size_are_how_a_method_is_fed_not_protocol(tmp_path):
+    paths = two_sweeps(tmp_path)
+    fake_run(tmp_path / "rgb" / "0", "ganomaly", 0, 7, 0.5, data={"channels": 3, "batch_size": 32})
+    table = build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "rgb")])], "image_auroc")
+    assert table.cells[("0", "ganomaly")].n == 4
+
+
+def test_two_runs_of_one_cell_and_seed_are_refused(tmp_path):
+    paths = two_sweeps(tmp_path)
+    fake_run(tmp_path / "again" / "0", "ganomaly", 0, 0, 0.5)
+    with pytest.raises(UserError, match="two runs of ganomaly at normal_class=0 with seed 0"):
+        build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "again" / "*")])], "image_auroc")
+
+
+def test_variants_become_columns_by_variant_key_or_experiment(tmp_path):
+    for i, variant in enumerate(("ada", "anovae")):
+        fake_run(tmp_path / "ada" / str(i), "ada", 0, 0, 0.5 + i / 10, method_config={"variant": variant})
+    for i, (experiment, adv) in enumerate(((None, "features"), ("ganomaly_anomalib", "outputs"))):
+        overrides = [f"experiment={experiment}"] if experiment else []
+        fake_run(tmp_path / "g" / str(i), "ganomaly", 0, 0, 0.7, method_config={"adv_loss": adv}, overrides=overrides)
+    fake_run(tmp_path / "g" / "2", "ganomaly", 0, 1, 0.7, method_config={"adv_loss": "outputs", "init": "torch"})
+    table = build_table([read_run(p) for p in run_dirs([str(tmp_path)])], "image_auroc")
+    assert table.columns[:2] == ["ada[ada]", "ada[anovae]"]
+    assert "ganomaly[ganomaly_anomalib]" in table.columns and len(table.columns) == 5
+    assert any(c.startswith("ganomaly[adv_loss=outputs, init=torch]") for c in table.columns)
+
+
+def test_a_reference_block_is_a_column_beside_ours_with_the_difference(tmp_path):
+    reference = {
+        "source": "A et al., Table 1",
+        "metric": "image_auroc",
+        "protocol": "full test set",
+        "values": {0: 0.5, 1: 0.5, 2: 0.5},
+        "mean": 0.5,
+    }
+    for c, value in enumerate((0.6, 0.8, 0.7)):
+        fake_run(tmp_path / "r" / str(c), "ognet", c, 0, value, reference=reference)
+    table = build_table([read_run(p) for p in run_dirs([str(tmp_path / "r")])], "image_auroc")
+    from adrun.report import markdown
+
+    md = markdown(table)
+    assert "| normal_class | ognet | ognet reference | Δ |" in md
+    assert "| 1 class1 | 0.800 | 0.500 | +0.300 |" in md and "| **mean** | 0.700 | 0.500 | +0.200 |" in md
+    assert "ognet reference: A et al., Table 1 (full test set)" in md
+    assert build_table([read_run(p) for p in run_dirs([str(tmp_path / "r")])], "image_f1_eer").references == {}
+    bad = dict(reference)
+    del bad["source"]
+    fake_run(tmp_path / "s" / "0", "ognet", 0, 0, 0.6, reference=bad)
+    with pytest.raises(UserError, match="lacks source"):
+        build_table([read_run(tmp_path / "s" / "0")], "image_auroc")
+
+
+def test_bad_paths_are_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "nothing")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adrun-report: error: ") and "no such run or sweep dir" in err and "\n" not in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "empty")])
+    assert "no results.json under" in capsys.readouterr().err

@@ -111,17 +111,26 @@ def test_two_runs_of_one_cell_and_seed_are_refused(tmp_path):
         build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "again" / "*")])], "image_auroc")
 
 
-def test_variants_become_columns_by_variant_key_or_experiment(tmp_path):
+def test_columns_are_tagged_with_the_experiment_and_method_overrides(tmp_path):
     for i, variant in enumerate(("ada", "anovae")):
-        fake_run(tmp_path / "ada" / str(i), "ada", 0, 0, 0.5 + i / 10, method_config={"variant": variant})
-    for i, (experiment, adv) in enumerate(((None, "features"), ("ganomaly_anomalib", "outputs"))):
-        overrides = [f"experiment={experiment}"] if experiment else []
-        fake_run(tmp_path / "g" / str(i), "ganomaly", 0, 0, 0.7, method_config={"adv_loss": adv}, overrides=overrides)
-    fake_run(tmp_path / "g" / "2", "ganomaly", 0, 1, 0.7, method_config={"adv_loss": "outputs", "init": "torch"})
+        config, overrides = {"variant": variant}, [f"method.variant={variant}", "data.normal_class=0"]
+        fake_run(tmp_path / "ada" / str(i), "ada", 0, 0, 0.5, method_config=config, overrides=overrides)
+    runs = [(None, {}, []), ("ganomaly_anomalib", {"adv_loss": "outputs", "init": "torch"}, [])]
+    runs.append((None, {"adv_loss": "outputs"}, ["method.adv_loss=outputs"]))
+    for i, (experiment, config, overrides) in enumerate(runs):
+        overrides = overrides + ([f"experiment={experiment}"] if experiment else [])
+        fake_run(tmp_path / "g" / str(i), "ganomaly", 0, 0, 0.7, method_config=config, overrides=overrides)
     table = build_table([read_run(p) for p in run_dirs([str(tmp_path)])], "image_auroc")
-    assert table.columns[:2] == ["ada[ada]", "ada[anovae]"]
-    assert "ganomaly[ganomaly_anomalib]" in table.columns and len(table.columns) == 5
-    assert any(c.startswith("ganomaly[adv_loss=outputs, init=torch]") for c in table.columns)
+    assert table.columns == [
+        "ada[ada]",
+        "ada[anovae]",
+        "ganomaly",
+        "ganomaly[ganomaly_anomalib]",
+        "ganomaly[adv_loss=outputs]",
+    ]
+    fake_run(tmp_path / "g" / "3", "ganomaly", 0, 1, 0.7, method_config={"w_con": 40.0})  # the yaml edited since
+    with pytest.raises(UserError, match=r"runs of ganomaly differ in method\.w_con \(None in .*, 40\.0 in"):
+        build_table([read_run(p) for p in run_dirs([str(tmp_path / "g")])], "image_auroc")
 
 
 def test_a_reference_block_is_a_column_beside_ours_with_the_difference(tmp_path):

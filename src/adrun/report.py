@@ -3,11 +3,12 @@
     adrun-report outputs/fmnist_budget/ganomaly outputs/fmnist_budget/fanogan [--metric image_auroc] [--out DIR]
 
 Rows are the protocol key the runs vary (`data.normal_class`, `data.category`, `data.abnormal_class`,
-`data.n_inliers`) plus a `mean` row; columns are methods, and a method's variants when its runs differ in method keys
-(`ada[anovae]`, or the `experiment=` a run was made with); a cell is the mean ± sample std over the runs that differ
-only in the seed. The mean row is, per seed, the mean over every row, then the mean ± std of those over the seeds that
-have every row — "mean ± std over n runs" as papers report it. A column may carry a published `reference:` block (an
-experiment config's; see `docs/design.md`): it is shown beside ours with the difference.
+`data.n_inliers`) plus a `mean` row; columns are methods, tagged with the `experiment=` and `method.*` overrides a run
+was made with (`ada[anovae]`, `ganomaly[ganomaly_anomalib]`, `ganomaly[adv_loss=outputs]`); a cell is the mean ±
+sample std over the runs that differ only in the seed. The mean row is, per seed, the mean over every row, then the
+mean ± std of those over the seeds that have every row — "mean ± std over n runs" as papers report it. A column may
+carry a published `reference:` block (an experiment config's; see `docs/design.md`): it is shown beside ours with the
+difference.
 
 Runs of different protocols are refused, naming the key: one table is one protocol (the data, its image size,
 subsets, split and protocol keys). How a method is fed (channels, batch size, where the files are) is not protocol.
@@ -49,6 +50,7 @@ class Run:
     seed: object
     metrics: dict
     experiment: str | None = None
+    method_overrides: dict = field(default_factory=dict)  # method.* keys set on the command line
     row_names: dict = field(default_factory=dict)  # row value → its class name, where the data name classes
     reference: dict | None = None
     error: str | None = None
@@ -91,6 +93,7 @@ def read_run(path: Path) -> Run:
         seed=config.get("seed"),
         metrics=results.get("metrics", {}),
         experiment=overrides.get("+experiment", overrides.get("experiment")),
+        method_overrides={k.removeprefix("method."): v for k, v in overrides.items() if k.startswith("method.")},
         row_names=row_names,
         reference=config.get("reference"),
         error=results.get("error"),
@@ -121,26 +124,27 @@ def check_one_protocol(runs: list[Run], row: str | None) -> None:
 
 
 def column_labels(runs: list[Run]) -> dict[Path, str]:
-    """Each run's column: its method, and where runs of one method differ in method keys, what tells them apart —
-    `variant` (ADA), else the experiment the run was made with, else the differing keys."""
-    labels = {}
-    for method in dict.fromkeys(r.method for r in runs):
-        members = [r for r in runs if r.method == method]
-        differing = sorted(
-            k
-            for k in set().union(*(r.method_config for r in members))
-            if len({json.dumps(r.method_config.get(k)) for r in members}) > 1
-        )
-        for r in members:
-            if not differing:
-                tag = ""
-            elif "variant" in differing:
-                tag = str(r.method_config["variant"])
-            elif len({m.experiment for m in members}) > 1 and r.experiment:
-                tag = r.experiment
-            else:
-                tag = ", ".join(f"{k}={r.method_config.get(k)}" for k in differing)
-            labels[r.path] = f"{method}[{tag}]" if tag else method
+    """Each run's column: its method, tagged with what the run asked for beyond the method's yaml — the `experiment=`
+    it ran under and its `method.*` overrides (`method.variant` by its value alone: `ada[anovae]`). Runs under one
+    label must have one method config: anything else (a yaml edited between runs) is refused, naming the key."""
+    labels, configs = {}, {}
+    for run in runs:
+        tags = [run.experiment] if run.experiment else []
+        for key, value in sorted(run.method_overrides.items()):
+            tags.append(value if key == "variant" else f"{key}={value}")
+        label = f"{run.method}[{', '.join(tags)}]" if tags else run.method
+        first = configs.setdefault(label, run)
+        if first.method_config != run.method_config:
+            key = next(
+                k
+                for k in sorted(set(first.method_config) | set(run.method_config))
+                if first.method_config.get(k) != run.method_config.get(k)
+            )
+            raise UserError(
+                f"runs of {label} differ in method.{key} ({first.method_config.get(key)!r} in {first.path}, "
+                f"{run.method_config.get(key)!r} in {run.path}); report them separately"
+            )
+        labels[run.path] = label
     return labels
 
 

@@ -61,8 +61,8 @@ def test_a_real_sweep_writes_the_table_and_adrun_report_reads_it(tmp_path, adrun
 
     report([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| normal_class | ganomaly | ganomaly reference | Δ |"
-    assert lines[-3] == "- ganomaly reference: a test" and lines[-1].startswith("report: ")
+    assert lines[0] == "| normal_class | ganomaly[epochs=1] | ganomaly[epochs=1] reference | Δ |"
+    assert lines[-3] == "- ganomaly[epochs=1] reference: a test" and lines[-1].startswith("report: ")
     mean = f"| **mean** | {aurocs[3]:.3f} | 0.500 | {aurocs[3] - 0.5:+.3f} |"
     assert mean in lines and lines[2].startswith("| 0 |")
 

@@ -57,6 +57,7 @@ BAD = {
     "unknown hardware": (None, ["hardware=tpu"], "unknown hardware 'tpu'; choose one of: cpu, "),
     "unknown mode": (None, ["mode=predcit"], "mode must be one of train, test, predict, got 'predcit'"),
     "typo in a key": (None, ["data.normal_clas=3"], "did you mean 'data.normal_class'?"),
+    "a group's key without its group": (None, ["epochs=1"], "unknown key 'epochs' (did you mean 'method.epochs'?)"),
     "epochs of a phased method": (
         None,
         ["method=fanogan", "method.epochs=1"],

@@ -40,6 +40,14 @@ def key_hint(key: str, known: list[str]) -> str:
     return f" (did you mean {shown}?)"
 
 
+def group_hint(name: str, root) -> str:
+    """' (did you mean …?)' for an unknown top-level key that some group has (`epochs` → `method.epochs`)."""
+    from omegaconf import DictConfig
+
+    found = [f"{group}.{name}" for group in root if isinstance(root.get(group), DictConfig) and name in root[group]]
+    return f" (did you mean {' or '.join(repr(k) for k in found)}?)" if found else ""
+
+
 def one_line(error: BaseException) -> str | None:
     """The message for an error the user can fix, or None for a bug."""
     from hydra.errors import (
@@ -65,9 +73,11 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, ConfigCompositionException) and isinstance(
         error.__cause__, ConfigKeyError | ConfigAttributeError
     ):
-        key_error = error.__cause__
-        known = [str(k) for k in key_error.parent_node] if key_error.parent_node is not None else []
+        key_error, parent = error.__cause__, error.__cause__.parent_node
+        known = [str(k) for k in parent] if parent is not None else []
         hint = key_hint(str(key_error.full_key), known)
+        if not hint and parent is not None and "." not in str(key_error.full_key):
+            hint = group_hint(str(key_error.full_key), parent)
         return f"unknown key '{key_error.full_key}'{hint}; `adrun --cfg job` lists every key"
     if isinstance(error, OSError) and error.filename:  # the environment's fault: a dir that cannot be made or written
         return f"cannot use {error.filename}: {error.strerror}"

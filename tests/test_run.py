@@ -53,6 +53,8 @@ def test_the_log_keeps_what_the_run_said(finished):
     _, run_dir = finished
     lines = (run_dir / "adrun.log").read_text().splitlines()
     assert lines and "[adrun] ganomaly on synthetic (normal: texture): image AUROC" in lines[-1]
+    warning = "the threshold is the 0.99 quantile of only 5 validation normals (the FPR it sets moves in steps of 1/5"
+    assert any(warning in line for line in lines), "a threshold on few normals says so"
 
 
 def test_the_run_dir_holds_one_config(finished):

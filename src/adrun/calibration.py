@@ -5,13 +5,18 @@ scored and the `threshold_quantile` (default 0.99; linear interpolation, torch.q
 threshold: a score at or above it is called anomalous, so about 1 % of normal images are flagged by construction. It
 is kept in the method's `threshold` buffer, saved with the weights, with how many normals it rests on, and used by
 `mode=predict`'s decisions and by the test pass, which reports the false- and true-positive rates it gives.
-`threshold=<value>` overrides it. With few validation normals a high quantile is close to their maximum:
-`results.json` says how many.
+`threshold=<value>` overrides it. With few validation normals a high quantile is close to their maximum and the
+false-positive rate it gives on new normals is loose: below `STEADY_NORMALS` a run says so in one line, with the
+resolution 1/n; `results.json` says how many.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+STEADY_NORMALS = 100  # a 0.99 quantile needs about this many normals to mean "1 % flagged"
 
 
 def validation_normal_scores(module, datamodule, forward_context) -> torch.Tensor:
@@ -32,6 +37,16 @@ def calibrate(module, datamodule, quantile: float, forward_context) -> None:
     scores = validation_normal_scores(module, datamodule, forward_context)
     module.threshold.fill_(torch.quantile(scores.double(), quantile).item() if len(scores) else 0.0)
     module.threshold_normals.fill_(len(scores))
+    if 0 < len(scores) < STEADY_NORMALS:
+        logging.getLogger("adrun").warning(few_normals(len(scores), quantile))
+
+
+def few_normals(n: int, quantile: float) -> str:
+    return (
+        f"the threshold is the {quantile:g} quantile of only {n} validation normals (the FPR it sets moves in steps "
+        f"of 1/{n} = {1 / n:.0%}, and on new normals it can be far from {1 - quantile:.0%}); a larger "
+        f"data.val_fraction gives a steadier one"
+    )
 
 
 def threshold_facts(module, given: float | None, quantile: float) -> dict:

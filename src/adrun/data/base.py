@@ -7,6 +7,7 @@ the training normals, the conversion to the model's size and channels (adrun.dat
     image [B, C, H, W] float in [-1, 1] · label [B] long (1 = anomalous) · mask [B, 1, H, W] float · index [B] long
 
 `index` is the sample's position in its set; `sample_id(index)` gives back its file path or id for scores.csv.
+Batches are cut by a DataLoader, or on the trainer's device (`on_device`, adrun.data.device_batches): the same batches.
 `has_masks` says whether the masks are real (pixel metrics only then).
 
 What a method may ask of the datamodule, besides its loaders: `train_images(label)` (the training normals, or the
@@ -25,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from adrun.data.device_batches import DeviceBatches, fits_on, to_batch
 from adrun.data.images import PIXELS_VERSION, convert, resize
 from adrun.errors import UserError
 
@@ -50,13 +52,7 @@ class ImageSet(Dataset):
         return len(self.labels)
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        images = self.images[index].float().div_(127.5).sub_(1.0)
-        if self.masks is None:
-            masks = images.new_zeros(images.shape[0], 1, *images.shape[2:])
-        else:
-            masks = self.masks[index].float()
-        return {"image": images, "label": self.labels[index], "mask": masks, "index": index}
+        return to_batch(self.images, self.labels, self.masks, torch.as_tensor(indices, dtype=torch.long))
 
     def batches(self, batch_size: int):
         """The whole set in order, as batches of the batch contract."""
@@ -165,8 +161,11 @@ class AnomalyDataModule(pl.LightningDataModule):
         noise_std: float = 0.0,
         cache_dir: str | None = None,
         use_known_anomalies: bool = True,
+        on_device: str | bool = "auto",
     ):
         super().__init__()
+        if on_device not in ("auto", True, False):
+            raise UserError(f"data.on_device must be auto, true or false, got {on_device!r}")
         if channels not in (1, 3):
             raise UserError(f"data.channels must be 1 or 3, got {channels}")
         if not 0 <= val_fraction < 1:
@@ -203,6 +202,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "adrun"
         self.val_fraction, self.train_subset, self.test_subset = val_fraction, train_subset, test_subset
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.on_device = on_device
         self.train_set: ImageSet | None = None
         self.val_set: ImageSet | None = None
         self.test_set: ImageSet | None = None
@@ -361,30 +361,48 @@ class AnomalyDataModule(pl.LightningDataModule):
         """The file path or id of test sample `index` (the batch's `index`)."""
         return self.test_set.ids[index]
 
-    def _loader(self, dataset: ImageSet, shuffle: bool) -> DataLoader:
-        """Batches of `dataset`. Nothing here draws from the global random state (the shuffle and the loader's own
+    def _loader(self, dataset: ImageSet, shuffle: bool) -> DataLoader | DeviceBatches:
+        """Batches of `dataset`, cut on the trainer's device when `_batch_device` says so, else by a DataLoader; the
+        same batches either way. Nothing here draws from the global random state (the shuffle and the loader's own
         seed have their generators), so a resumed run sees the same batches and the same noise as an unbroken one."""
+        sampler = EpochShuffle(dataset, self.seed) if shuffle else None
+        drop_last = shuffle and self._drops_last(dataset)
+        device = self._batch_device(dataset)
+        if device is not None:
+            return DeviceBatches(dataset, device, self.batch_size, sampler, drop_last)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(dataset, self.seed) if shuffle else None,
+            sampler=sampler,
             generator=torch.Generator().manual_seed(self.seed),
-            drop_last=shuffle and self._drops_last(dataset),
+            drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=keep_batch,
         )
 
+    def _batch_device(self, dataset: ImageSet) -> torch.device | None:
+        """Where `dataset`'s batches are cut (`data.on_device`): the trainer's device when `true`, or when `auto` and
+        the device is a GPU with room for the set (adrun.data.device_batches); none (a DataLoader) when `false`,
+        without a trainer, or under DDP (the DataLoader's distributed sampler splits the set among the ranks)."""
+        trainer = self.trainer
+        if self.on_device is False or trainer is None or trainer.world_size > 1:
+            return None
+        device = trainer.strategy.root_device
+        if self.on_device is True or fits_on(device, dataset.images, dataset.labels, dataset.masks):
+            return device
+        return None
+
     def _drops_last(self, dataset: ImageSet) -> bool:
         """A last training batch of one image is dropped: it would break BatchNorm."""
         return len(dataset) % self.batch_size == 1
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.test_set, shuffle=False)

@@ -3,16 +3,22 @@
 from tests.conftest import adrun
 
 
-def test_help_lists_the_groups():
+def test_help_is_a_map_naming_every_option_of_every_group_and_the_modes():
+    import re
+
+    from adrun.cli import config_dir
+
     out = adrun("--help", cwd=None)
     assert out.returncode == 0
-    listing = out.stdout.split("== Config ==")[0].splitlines()
-    groups = dict(line.split(": ", 1) for line in listing if line.startswith(("method: ", "data: ", "hardware: ")))
-    assert "ganomaly" in groups["method"].split(", ")
-    assert groups["hardware"] == "cpu, cpu_ddp, gpu, multi_gpu, multi_node"
-    assert {"digits", "mnist", "fashion_mnist", "cifar10", "caltech256", "ped2", "mvtec", "oct", "folder"} <= set(
-        groups["data"].split(", ")
-    )
+    listing = out.stdout.split("Groups (group=option)")[1].split("Keys you will want")[0]
+    blocks = dict(re.findall(r"^  (\w+)=([^=]*?)(?=^  \w+=|\Z)", listing, flags=re.M | re.S))
+    assert set(blocks) == {"method", "data", "hardware", "experiment", "launcher"}, "conf/shared is internal"
+    for group, text in blocks.items():
+        options = {p.stem for p in (config_dir() / group).glob("*.yaml")}
+        named = set(re.findall(r"\w+", text))
+        assert options <= named, f"--help misses {group} options {options - named}"
+    for usage in ("mode=test ckpt=", "mode=predict ckpt=", "input=", "threshold=", "resume=true", "adrun-report"):
+        assert usage in out.stdout
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides():

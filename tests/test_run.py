@@ -76,7 +76,7 @@ def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     assert "test/pr_curve" in events.PluginTagToContent("pr_curves")
     histogram, roc = events.Images("test/score_histogram")[0], events.Images("test/roc_curve")[0]
     assert (histogram.width, histogram.height, roc.width, roc.height) == (600, 360, 420, 420)
-    assert histogram.step == roc.step == grid.step
+    assert histogram.step == roc.step == grid.step == events.Scalars("test/image_auroc")[0].step, "one step for a test"
     hparams = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
     assert (

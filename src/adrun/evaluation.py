@@ -207,7 +207,7 @@ class Evaluator(Callback):
     def log_figures(self, trainer, pl_module) -> None:
         """The most and least anomalous test samples as a grid, the PR curve, the score histogram of normals and
         anomalies with the threshold drawn, and the ROC curve with the threshold's operating point."""
-        outputs, writer = self.outputs, trainer.logger.experiment
+        outputs, writer, step = self.outputs, trainer.logger.experiment, logging_step(trainer)
         order = outputs.scores.argsort(descending=True)
         per_block = min(EXTREMES, (len(order) + 1) // 2)
         chosen = torch.cat([order[:per_block], order[per_block:][-per_block:]])
@@ -216,15 +216,21 @@ class Evaluator(Callback):
         scored = pl_module.score(batch).detached()
         masks = batch["mask"].float().cpu() if datamodule.has_masks else None
         grid = visual.extremes_grid(batch["image"].float().cpu(), scored.reconstruction, scored.map, masks, per_block)
-        writer.add_image("test/most_and_least_anomalous", grid, trainer.global_step)
-        writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), trainer.global_step)
+        writer.add_image("test/most_and_least_anomalous", grid, step)
+        writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), step)
         histogram = figures.score_histogram(outputs.scores.numpy(), outputs.labels.numpy(), self.threshold)
-        writer.add_image("test/score_histogram", figures.image(histogram), trainer.global_step)
+        writer.add_image("test/score_histogram", figures.image(histogram), step)
         if outputs.labels.min() != outputs.labels.max():
             fpr, tpr, _ = binary_roc(unit_ranks(outputs.scores), outputs.labels.long())
             point = (self.metrics["image_fpr_at_threshold"], self.metrics["image_tpr_at_threshold"])
             roc = figures.roc_figure(fpr.numpy(), tpr.numpy(), self.metrics["image_auroc"], point)
-            writer.add_image("test/roc_curve", figures.image(roc), trainer.global_step)
+            writer.add_image("test/roc_curve", figures.image(roc), step)
+
+
+def logging_step(trainer) -> int:
+    """The step Lightning logs this pass's scalars at (batches that stepped; with manual optimisation of two players
+    `global_step` counts optimiser steps, twice as many), so the pictures sit beside the `test/*` numbers."""
+    return getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
 
 
 def every_rank(columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ from adrun import ddp
 from adrun.artefacts import RunDir, versions
 from adrun.checkpoints import Checkpoint, RandomState, RunConfig, group_choice
 from adrun.errors import UserError, check_choice, one_line
+from adrun.hardware import ChannelsLast, apply_switches, check_precision, check_switches
 from adrun.resolvers import MODES
 
 # A resumed run may differ from the first in how it runs, not in what it computes:
@@ -88,6 +89,7 @@ def prepare(cfg: DictConfig, run_dir: Path, overrides: list[str] = (), hardware:
     if checkpoint is not None:
         checkpoint.check_fits(int(cfg.data.image_size), int(cfg.data.channels))
     check_accelerator(cfg)
+    check_switches(cfg.hardware)
     config = OmegaConf.to_container(cfg, resolve=True)
     plan = Plan(cfg.mode, config, str(run_dir), facts_of(cfg, overrides, hardware), trainer_arguments(cfg))
     plan.start = str(checkpoint.path) if checkpoint is not None else None
@@ -163,6 +165,7 @@ def trainer_arguments(cfg: DictConfig) -> dict:
                 f"trainer.{key}={args[key]!r} is set, but {method} needs {key}={needed!r}; leave trainer.{key} out"
             )
         args[key] = needed
+    check_precision(args.get("precision", "32-true"), str(args.get("accelerator")))
     return args
 
 
@@ -232,6 +235,7 @@ def build(plan: Plan, checkpoint=None) -> tuple:
         checkpoint = checkpoint or Checkpoint.open(plan.start)
         module.on_load_checkpoint(checkpoint.contents)
         module.load_state_dict(checkpoint.contents["state_dict"])
+    apply_switches(module, cfg.hardware)
     if plan.mode == "predict":
         return module, None
     datamodule = instantiate(cfg.data, use_known_anomalies=module.uses_known_anomalies)
@@ -301,6 +305,8 @@ def build_trainer(plan: Plan, run: RunDir, callbacks: list, module, **args):
 
     logger = TensorBoardLogger(str(run.path), name="tb", version="", default_hp_metric=False)
     trainer_args = plan.trainer_args | args
+    if plan.cfg.hardware.get("channels_last", False):
+        callbacks = [*callbacks, ChannelsLast()]
     if str(trainer_args.get("strategy")) == "ddp" and not module.automatic_optimization:
         # A GAN step backpropagates one player's loss at a time, so each backward leaves the other player's parameters
         # without gradients; DDP must be told to look for them or it stops at the first step.

@@ -96,3 +96,48 @@ def test_a_missing_launcher_plugin_is_one_line_naming_the_extra():
 def test_threads_per_job_shares_the_cores(monkeypatch, n_jobs, cores, threads):
     monkeypatch.setattr("adrun.resolvers.usable_cpus", lambda: cores)
     assert threads_per_job(n_jobs) == threads
+
+
+def local_jobs(jobs: int, *overrides: str) -> list[dict]:
+    """What jobs 0 … jobs-1 of `adrun -m launcher=local <overrides>` resolve to: n_jobs, threads, devices."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from adrun.cli import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        composed = compose(config_name="config", overrides=["launcher=local", *overrides], return_hydra_config=True)
+    resolved = []
+    try:
+        for job in range(jobs):
+            cfg = composed.copy()  # set_config makes the hydra node read-only
+            with open_dict(cfg):
+                cfg.hydra.job.num = job
+            HydraConfig.instance().set_config(cfg)
+            devices = cfg.hardware.trainer.devices
+            devices = list(devices) if not isinstance(devices, int) else devices
+            resolved.append({"n_jobs": cfg.hydra.launcher.n_jobs, "threads": cfg.threads, "devices": devices})
+    finally:
+        HydraConfig.instance().cfg = None
+    return resolved
+
+
+@pytest.mark.parametrize(("gpus", "jobs_per_gpu", "n_jobs", "threads"), [(2, 3, 6, 2), (4, 2, 8, 2), (1, 2, 2, 8)])
+def test_local_runs_jobs_per_gpu_on_each_gpu_round_robin(monkeypatch, gpus, jobs_per_gpu, n_jobs, threads):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: gpus)
+    monkeypatch.setattr("adrun.resolvers.usable_cpus", lambda: 16)
+    jobs = local_jobs(n_jobs + 1, "hardware=gpu", f"launcher.jobs_per_gpu={jobs_per_gpu}")
+    assert {(job["n_jobs"], job["threads"]) for job in jobs} == {(n_jobs, threads)}
+    assert [job["devices"] for job in jobs] == [[k % gpus] for k in range(n_jobs + 1)]
+
+
+def test_local_on_the_cpu_or_without_gpus_shares_the_cores_as_before(monkeypatch):
+    monkeypatch.setattr("adrun.resolvers.usable_cpus", lambda: 16)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert local_jobs(2, "hardware=cpu") == [{"n_jobs": 8, "threads": 2, "devices": 1}] * 2  # GPUs, a CPU profile
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert local_jobs(1, "hardware=gpu") == [{"n_jobs": 8, "threads": 2, "devices": 1}]
+    assert local_jobs(1, "hardware=gpu", "launcher.n_jobs=4")[0]["threads"] == 4
+    with pytest.raises(Exception, match=r"launcher\.jobs_per_gpu must be a positive integer, got 0"):
+        local_jobs(1, "launcher.jobs_per_gpu=0")

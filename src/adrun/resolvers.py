@@ -8,6 +8,10 @@ adrun.cli's task function there.
 - `${adrun.run_kind:mode,method,data}`: where a run's dir goes under outputs/ (conf/config.yaml).
 - `${adrun.threads_per_job:N}`: the cores shared between N jobs running at once, at least 1 each; N ≤ 0 counts as
   joblib's n_jobs does (-1: one job per core, -2: all cores but one, …).
+- `${adrun.local_jobs:accelerator,jobs_per_gpu}`: launcher=local's jobs at once: jobs_per_gpu per visible GPU under a
+  GPU profile, else half the usable cores.
+- `${adrun.job_devices:accelerator,job_number}`: a local sweep's job's Trainer `devices`: `[its GPU]`, round robin by
+  job number, under a GPU profile where GPUs are visible; else 1 (a local sweep's job is one process).
 """
 
 from __future__ import annotations
@@ -34,6 +38,34 @@ def threads_per_job(n_jobs: int) -> int:
     return max(1, cores // running)
 
 
+GPU_ACCELERATORS = ("gpu", "cuda", "auto")
+
+
+def visible_gpus(accelerator: str) -> int:
+    """The CUDA devices this process sees (after CUDA_VISIBLE_DEVICES), for a profile that uses them; else 0."""
+    if accelerator not in GPU_ACCELERATORS:
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def local_jobs(accelerator: str, jobs_per_gpu: int) -> int:
+    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+        from adrun.errors import UserError
+
+        raise UserError(f"launcher.jobs_per_gpu must be a positive integer, got {jobs_per_gpu!r}")
+    gpus = visible_gpus(accelerator)
+    return jobs_per_gpu * gpus if gpus else cpus(2)
+
+
+def job_devices(accelerator: str, job: int) -> list[int] | int:
+    """Devices as a list of indices, not CUDA_VISIBLE_DEVICES: joblib reuses its worker processes, and a CUDA context
+    made by an earlier job in the worker would ignore the variable; Lightning's `devices=[k]` moves every job."""
+    gpus = visible_gpus(accelerator)
+    return [int(job) % gpus] if gpus else 1
+
+
 MODES = ("train", "test", "predict")
 
 
@@ -47,7 +79,13 @@ def run_kind(mode: str, method: str, data: str) -> str:
     return f"runs/{method}/{data}" if mode == "train" else str(mode)
 
 
-RESOLVERS = {"adrun.cpus": cpus, "adrun.threads_per_job": threads_per_job, "adrun.run_kind": run_kind}
+RESOLVERS = {
+    "adrun.cpus": cpus,
+    "adrun.threads_per_job": threads_per_job,
+    "adrun.run_kind": run_kind,
+    "adrun.local_jobs": local_jobs,
+    "adrun.job_devices": job_devices,
+}
 for name, resolver in RESOLVERS.items():
     if not OmegaConf.has_resolver(name):
         OmegaConf.register_new_resolver(name, resolver)

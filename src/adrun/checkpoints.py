@@ -141,10 +141,22 @@ class RunConfig(Callback):
 
 class RandomState(Callback):
     """Saves the random generators with every checkpoint; restores them when training resumes. Kept as tensors and
-    plain numbers, which `torch.load(weights_only=True)` (Lightning's default) accepts."""
+    plain numbers, which `torch.load(weights_only=True)` (Lightning's default) accepts.
+
+    The CUDA generator saved is the one of the GPU this process computes on, and it is restored onto the GPU the resumed
+    run computes on: a local sweep's job pinned to `devices=[k]` may resume on another index (another GPU count, another
+    launcher). Checkpoints made before kept every GPU's generator by index; the entry of this GPU's index is used."""
 
     def __init__(self) -> None:
         self.pending: dict | None = None
+        self.device: torch.device | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.device = trainer.strategy.root_device
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device is not None and self.device.type == "cuda"
 
     def state_dict(self) -> dict:
         name, keys, position, has_gauss, gauss = np.random.get_state()
@@ -153,8 +165,8 @@ class RandomState(Callback):
             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
             "python": random.getstate(),
         }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self.on_cuda:
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -169,5 +181,8 @@ class RandomState(Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
         version, internal, gauss_next = state["python"]
         random.setstate((version, tuple(internal), gauss_next))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state.get("cuda")
+        if cuda is not None and self.on_cuda:
+            if isinstance(cuda, list | tuple):  # an older checkpoint: every GPU's generator, by index
+                cuda = cuda[min(self.device.index or 0, len(cuda) - 1)]
+            torch.cuda.set_rng_state(cuda, self.device)

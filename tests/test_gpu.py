@@ -4,6 +4,7 @@ switches (compile, channels_last) run there. Skipped without CUDA (tests/conftes
 every `hardware=gpu` run at its end."""
 
 import csv
+import itertools
 import json
 import signal
 import time
@@ -151,7 +152,7 @@ def test_a_ganomaly_training_step_on_device_data_syncs_as_documented(precision, 
     assert all(len(found) == per_step for *_, found in counted), counted
     cycles = [
         (epoch, batch, after - before)
-        for (epoch, batch, before), (next_epoch, _, after) in zip(at_starts, at_starts[1:], strict=False)
+        for (epoch, batch, before), (next_epoch, _, after) in itertools.pairwise(at_starts)
         if next_epoch == epoch and batch >= 2
     ]
     assert cycles and all(syncs == per_step for *_, syncs in cycles), (cycles, sites.sites[-20:])

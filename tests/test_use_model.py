@@ -59,9 +59,38 @@ def test_predict_writes_a_row_and_an_overlay_of_its_own_size_for_every_image(tra
         source = Path(row["path"])
         made = trained / "predict_mixed" / "overlays" / f"{source.parent.name}__{source.stem}.png"
         assert Image.open(made).size == Image.open(source).size and Image.open(made).mode == "RGB"
-    assert results["counts"] == {"images": 4, "anomalous": sum(r["decision"] == "anomalous" for r in rows)}
+    flagged = sum(r["decision"] == "anomalous" for r in rows)
+    assert results["counts"] == {"images": 4, "anomalous": flagged, "unreadable": 0}
     events = list((trained / "predict_mixed" / "tb").glob("events.out.tfevents.*"))
     assert events and sum(e.stat().st_size for e in events) > 1000, "the overlays are in TensorBoard too"
+
+
+def test_predict_scores_every_readable_file_and_lists_each_unreadable_one(trained, adrun_here):
+    folder = trained / "damaged"
+    folder.mkdir()
+    for name in ("a", "c"):
+        Image.new("L", (20, 20), color=90).save(folder / f"{name}.png")
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "d.jpg").write_bytes(b"")
+    results = use(trained, "damaged_run", "mode=predict", f"input={folder}")
+    rows = list(csv.DictReader((trained / "damaged_run" / "predictions.csv").open()))
+    assert [(Path(r["path"]).name, r["decision"]) for r in rows][1::2] == [
+        ("b.png", "unreadable"),
+        ("d.jpg", "unreadable"),
+    ]
+    assert all(r["decision"] in ("normal", "anomalous") and float(r["score"]) and not r["error"] for r in rows[::2])
+    assert "cannot read image" in rows[1]["error"] and "d.jpg" in rows[3]["error"]
+    assert results["counts"]["images"] == 2 and results["counts"]["unreadable"] == 2
+    code, _, err = adrun_here(
+        f"ckpt={trained / 'run'}",
+        "mode=predict",
+        f"input={folder}",
+        "strict=true",
+        f"hydra.run.dir={trained / 'damaged_strict'}",
+        cwd=trained,
+    )
+    assert code == 2 and "strict=true: 2 of 4 input files could not be read" in err
+    assert len(list(csv.DictReader((trained / "damaged_strict" / "predictions.csv").open()))) == 4
 
 
 @pytest.mark.parametrize("method", ["ganomaly", "anogan"])

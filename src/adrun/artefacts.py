@@ -104,11 +104,11 @@ class RunDir:
         write_atomically(self.scores, write)
 
     def write_predictions(self, rows: Iterable[tuple]) -> None:
-        """predictions.csv: path, score, decision."""
+        """predictions.csv: path, score, decision, error (an unreadable file's)."""
 
         def write(f):
             out = csv.writer(f)
-            out.writerow(["path", "score", "decision"])
+            out.writerow(["path", "score", "decision", "error"])
             out.writerows(rows)
 
         write_atomically(self.predictions, write)

@@ -4,7 +4,8 @@ Images of any size and colour mode are converted as the training images were (ad
 channel conversion and resize as every dataset), scored by the method's own `score` through Lightning's predict loop
 (so the hardware profile, the precision and AnoGAN's latent search apply), and written to the run dir:
 - `predictions.csv`: path, score, decision (`anomalous` when score ≥ the threshold, `normal` otherwise; the threshold
-  is the checkpoint's calibrated one or `threshold=`);
+  is the checkpoint's calibrated one or `threshold=`), error: a file that cannot be read is a row with decision
+  `unreadable` and its error, and every other file is still scored (`strict=true`: the call then exits non-zero);
 - `overlays/<file>.png`: each input at its own size with its score map in colour over it (one colour scale for the whole
   call, so images compare), the same overlays in TensorBoard under `predict/`;
 - `results.json`: how many images, how many flagged, the threshold, images/s.
@@ -28,7 +29,7 @@ from adrun import visual
 from adrun.artefacts import RunDir, versions
 from adrun.calibration import decision_threshold, threshold_facts
 from adrun.data.base import ImageSet, keep_batch
-from adrun.data.images import IMAGE_SUFFIXES, decode_all, read, visible
+from adrun.data.images import DECODE_THREADS, IMAGE_SUFFIXES, decode, read, visible
 from adrun.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,27 @@ def input_files(pattern: str | None) -> list[Path]:
     return files
 
 
+def decode_readable(files: list[Path], size: int, channels: int) -> tuple[torch.Tensor, list[Path], dict[Path, str]]:
+    """The files that can be read, decoded as the model takes them, and the error of each one that cannot."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(path: Path):
+        try:
+            return decode(path, size, channels)
+        except UserError as error:
+            return str(error)
+
+    with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, os.cpu_count() or 1)) as pool:
+        decoded = list(pool.map(attempt, files))
+    errors = {f: d for f, d in zip(files, decoded, strict=True) if isinstance(d, str)}
+    readable = [f for f in files if f not in errors]
+    if not readable:
+        raise UserError(
+            f"input={files[0].parent}: none of the {len(files)} images can be read; first: {errors[files[0]]}"
+        )
+    return torch.stack([d for d in decoded if not isinstance(d, str)]), readable, errors
+
+
 def overlay(path: Path, score_map: torch.Tensor) -> torch.Tensor:
     """The file at its own size as RGB in [0, 1], blended with `score_map` ([1, h, w] in [0, 1]) as a heat map."""
     pixels = read(path)
@@ -63,9 +85,9 @@ def overlay_name(path: Path, root: Path) -> str:
 
 def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> dict:
     """Scores every input file with `module` (the checkpoint's, built by the runner) on `trainer`; writes `run`."""
-    files = input_files(cfg.input)
+    listed = input_files(cfg.input)
     start = time.perf_counter()
-    images = decode_all(files, int(cfg.data.image_size), int(cfg.data.channels))
+    images, files, unreadable = decode_readable(listed, int(cfg.data.image_size), int(cfg.data.channels))
     dataset = ImageSet(images, torch.zeros(len(files), dtype=torch.long), None, [str(f) for f in files])
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, collate_fn=keep_batch)
     batches = trainer.predict(module, loader)
@@ -75,9 +97,11 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
 
     threshold = decision_threshold(module, cfg.threshold)
     decisions = ["" if threshold is None else "anomalous" if s >= threshold else "normal" for s in scores.tolist()]
-    run.write_predictions(zip(map(str, files), scores.tolist(), decisions, strict=True))
+    rows = {f: (str(f), s, d, "") for f, s, d in zip(files, scores.tolist(), decisions, strict=True)}
+    rows |= {f: (str(f), "", "unreadable", error) for f, error in unreadable.items()}
+    run.write_predictions(rows[f] for f in listed)
     given = Path(str(cfg.input)).expanduser()  # overlays are named by their path below the folder, or below the
-    root = given if given.is_dir() else Path(os.path.commonpath([f.parent for f in files]))  # glob's matches' parent
+    root = given if given.is_dir() else Path(os.path.commonpath([f.parent for f in listed]))  # glob's matches' parent
     run.overlays.mkdir(exist_ok=True)
     writer = trainer.logger.experiment
     lo, hi = maps.min(), maps.max()
@@ -93,7 +117,7 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
         "mode": "predict",
         "checkpoint": checkpoint,
         "input": str(cfg.input),
-        "counts": {"images": len(files), "anomalous": flagged},
+        "counts": {"images": len(files), "anomalous": flagged, "unreadable": len(unreadable)},
         "threshold": threshold_facts(module, cfg.threshold, cfg.threshold_quantile),
         # decoding and scoring; and the whole call with the CSV, the overlays and TensorBoard
         "timings": {"predict_s": seconds, "images_per_s": len(files) / seconds, "total_s": time.perf_counter() - start},
@@ -102,4 +126,15 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
     run.write_results(results)
     shown = "no threshold" if threshold is None else f"{flagged} of {len(files)} anomalous at threshold {threshold:.4g}"
     log.info(f"predicted {len(files)} images ({shown}) · {run.predictions} · overlays in {run.overlays}")
+    if unreadable:
+        first = next(iter(unreadable))
+        log.warning(
+            f"{len(unreadable)} of {len(listed)} files could not be read (first: {first}); listed in "
+            f"{run.predictions}{'' if cfg.get('strict') else ' (strict=true makes this an error)'}"
+        )
+        if cfg.get("strict"):
+            raise UserError(
+                f"strict=true: {len(unreadable)} of {len(listed)} input files could not be read, e.g. "
+                f"{unreadable[first]}; every readable file is scored in {run.predictions}"
+            )
     return results

@@ -124,6 +124,7 @@ class ADA(AnomalyModule):
         self.discriminator = AttentionDiscriminator(image_size, channels, ndf)  # D_G
         self.discriminator_ano = AttentionDiscriminator(image_size, channels, ndf)  # D_ano, with known anomalies
         self.register_buffer("semi_supervised", torch.zeros((), dtype=torch.bool))
+        self.semi_supervised_training = False
 
     @property
     def uses_known_anomalies(self) -> bool:
@@ -135,9 +136,12 @@ class ADA(AnomalyModule):
         return self.hparams.variant != "anovae"
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         known = len(self.trainer.datamodule.train_images(label=1))
-        self.semi_supervised.fill_(bool(self.uses_known_anomalies and known))
-        if self.semi_supervised:
+        # the buffer is saved with the weights (scoring reads it); training reads this host copy: no sync per step
+        self.semi_supervised_training = bool(self.uses_known_anomalies and known)
+        self.semi_supervised.fill_(self.semi_supervised_training)
+        if self.semi_supervised_training:
             log.info(f"ada: semi-supervised, {known} known anomalies train D_ano")
 
     # ---- the VAE ----
@@ -170,8 +174,11 @@ class ADA(AnomalyModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_g, opt_d, opt_ano = self.optimizers()
         h = self.hparams
-        normal = batch["label"] == 0
-        x, anomalies = batch["image"][normal], batch["image"][~normal]
+        if self.normals_only_training:  # no boolean mask, no device sync
+            x, anomalies = batch["image"], None
+        else:
+            normal = batch["label"] == 0
+            x, anomalies = batch["image"][normal], batch["image"][~normal]
         if len(x) < 2:
             return  # BatchNorm needs two normals; a batch of known anomalies only has nothing to reconstruct
         losses, x_hat = self.vae_losses(x)
@@ -180,7 +187,7 @@ class ADA(AnomalyModule):
         if self.adversarial:
             x_prior = self.decoder(torch.randn(len(x), h.nz, 1, 1, device=x.device, dtype=x.dtype))
             discriminators = [(self.discriminator, opt_d, None, "loss_d")]
-            if self.semi_supervised:
+            if self.semi_supervised_training:
                 discriminators.append((self.discriminator_ano, opt_ano, anomalies, "loss_d_ano"))
             for d, opt, known, name in discriminators:
                 loss_d = self.discriminator_loss(d, x, [x_hat, x_prior], known)

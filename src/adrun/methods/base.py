@@ -14,7 +14,7 @@ from typing import ClassVar
 import pytorch_lightning as pl
 import torch
 
-from adrun.methods.losses import check_finite
+from adrun.methods.finite import FiniteChecks
 from adrun.scores import Scores
 
 
@@ -28,6 +28,8 @@ class AnomalyModule(pl.LightningModule):
         # many normals it rests on (0: not calibrated, no threshold).
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
         self.register_buffer("threshold_normals", torch.zeros((), dtype=torch.long))
+        self.finite_checks = FiniteChecks()
+        self.normals_only_training = False  # set at fit start: whether the training set holds normals only
 
     @property
     def calibrated_threshold(self) -> float | None:
@@ -73,7 +75,7 @@ class AnomalyModule(pl.LightningModule):
 
     def log_dict(self, dictionary, *args, **kwargs) -> None:
         if self._trainer is not None and self.trainer.training:
-            self.check_finite(dictionary)  # one check (one device sync) for all the terms, before each is logged
+            self.check_finite(dictionary)  # one check for all the terms, before each is logged
         self._in_log_dict = True
         try:
             super().log_dict(dictionary, *args, **kwargs)
@@ -81,5 +83,26 @@ class AnomalyModule(pl.LightningModule):
             self._in_log_dict = False
 
     def check_finite(self, terms: dict) -> None:
+        """At once on the CPU; on an accelerator queued, and read every `log_every_n_steps` batches, at each epoch's
+        end and before a checkpoint is written (adrun.methods.finite)."""
         epoch_loop = self.trainer.fit_loop.epoch_loop
-        check_finite(terms, f"at epoch {self.current_epoch}, batch {epoch_loop.batch_idx}")
+        self.finite_checks.add(terms, f"at epoch {self.current_epoch}, batch {epoch_loop.batch_idx}")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.finite_checks.flush()
+
+    def on_train_epoch_end(self) -> None:
+        self.finite_checks.flush()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.finite_checks.flush()
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        self.normals_only_training = datamodule is not None and len(datamodule.train_images(label=1)) == 0
+
+    def normal_images(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's normal images: the whole batch when the training set holds normals only (no boolean mask, so
+        no device sync), else those labelled 0."""
+        return batch["image"] if self.normals_only_training else batch["image"][batch["label"] == 0]

@@ -110,7 +110,8 @@ class FAnoGAN(GAN):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x = batch["image"]
         opt_g, opt_d, opt_e = self.optimizers()
-        self.log("train/phase", float(self.phase == "encoder"), batch_size=len(x))
+        # a tensor filled on the device: a Python number would be copied there, a sync in every step
+        self.log("train/phase", torch.full((), float(self.phase == "encoder"), device=x.device), batch_size=len(x))
         if self.phase == "gan":
             self.gan_training_step(x, opt_g, opt_d)
             return

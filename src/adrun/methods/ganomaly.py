@@ -165,9 +165,22 @@ class GANomaly(AnomalyModule):
         opt_d.zero_grad()
         backward(loss_d)
         opt_d.step()
-        if loss_d.item() < self.hparams.d_reinit_below:
-            init_dcgan_weights(self.discriminator)
+        self.reinit_discriminator_below(loss_d.detach())
         return losses | {"loss_d": loss_d}
+
+    def reinit_discriminator_below(self, loss_d: torch.Tensor) -> None:
+        """D re-initialised (DCGAN) at the step its loss falls below `d_reinit_below`. On the CPU as always; on an
+        accelerator the comparison (in float64, as `.item()` compares) and the choice stay on the device: fresh
+        weights are drawn at every step and kept only where the loss is below, so no step waits for the device. The
+        decision and its step are the same; a re-initialised D draws other values than a host-side re-init would,
+        since the generator has advanced. `d_reinit_below` ≤ 0 never re-initialises (a BCE is never negative)."""
+        if self.hparams.d_reinit_below <= 0:
+            return
+        if loss_d.device.type == "cpu":
+            if loss_d.item() < self.hparams.d_reinit_below:
+                init_dcgan_weights(self.discriminator)
+            return
+        init_dcgan_weights(self.discriminator, where=loss_d.double() < self.hparams.d_reinit_below)
 
     def network_input(self, x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         """The batch's [−1, 1] images as the networks see them (`input_norm`), or back with `inverse`."""

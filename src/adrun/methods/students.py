@@ -117,6 +117,7 @@ class Students(AnomalyModule):
         return decode_all([files[i] for i in sorted(pick.tolist())], datamodule.image_size, datamodule.channels)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         h, datamodule = self.hparams, self.trainer.datamodule
         if not datamodule.has_validation:
             raise UserError("students standardise their scores on validation normals; set data.val_fraction > 0")
@@ -186,7 +187,7 @@ class Students(AnomalyModule):
         return (descriptors - self.teacher_mean[scale].view(shape)) / self.teacher_std[scale].view(shape)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images = batch["image"][batch["label"] == 0]
+        images = self.normal_images(batch)
         total = images.new_zeros(())
         for scale, p in enumerate(self.patch_sizes):
             target = self.targets(scale, images)

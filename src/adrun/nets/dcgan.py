@@ -16,14 +16,25 @@ def check_image_size(image_size: int) -> None:
         raise UserError(f"image size {image_size} is not a power of two ≥ 16; set data.image_size to 16, 32, 64, …")
 
 
-def init_dcgan_weights(module: nn.Module) -> None:
-    """Convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0 (DCGAN, and GANomaly's official code)."""
+def init_dcgan_weights(module: nn.Module, where: torch.Tensor | None = None) -> None:
+    """Convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0 (DCGAN, and GANomaly's official code).
+
+    With `where` (a bool tensor on the module's device) the same values are drawn, and kept only if it is true,
+    decided on the device without reading it on the host; the random generator advances either way."""
+
+    def draw(param: torch.Tensor, init) -> None:
+        if where is None:
+            init(param)
+            return
+        with torch.no_grad():
+            param.copy_(torch.where(where, init(torch.empty_like(param)), param))
+
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            draw(m.weight, lambda t: nn.init.normal_(t, 0.0, 0.02))
         elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
+            draw(m.weight, lambda t: nn.init.normal_(t, 1.0, 0.02))
+            draw(m.bias, nn.init.zeros_)
 
 
 class Encoder(nn.Sequential):

@@ -37,3 +37,20 @@ def test_the_report_figure_is_bars_or_a_heat_map(rows, columns, kind):
     ax = figure.axes[0]
     assert (len(ax.patches) == rows * columns) == (kind == "bars")
     assert (len(ax.images) == 1) == (kind == "heat map")
+
+
+def test_the_test_grid_titles_each_column_with_its_score_label_and_side_of_the_threshold():
+    rng = np.random.default_rng(0)
+    rows = {"input": rng.random((4, 8, 8, 3)), "score map": rng.random((4, 8, 8))}
+    scores, labels = np.array([3.0, 2.0, 1.0, 0.5]), np.array([1, 0, 1, 0])
+    figure = figures.extremes_figure(rows, scores, labels, threshold=1.5, per_block=2)
+    titles = [(ax.get_title(), ax.title.get_color()) for ax in figure.axes if ax.get_title()]
+    assert titles == [
+        ("3 ≥ t\nanomalous", figures.ANOMALOUS),
+        ("2 ≥ t\nnormal", figures.NORMAL),
+        ("1 < t\nanomalous", figures.ANOMALOUS),
+        ("0.5 < t\nnormal", figures.NORMAL),
+    ]
+    labels_left = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
+    assert labels_left[:3] == ["most anomalous\ninput", "score map", "least anomalous\ninput"]
+    assert figure.axes[-1].get_ylabel() == "score map", "the maps' colour bar"

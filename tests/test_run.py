@@ -71,8 +71,9 @@ def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     assert {"test/pixel_auroc", "test/pixel_aupro"} <= set(tags["scalars"])
     assert "test/most_and_least_anomalous" in tags["images"]
     grid = events.Images("test/most_and_least_anomalous")[0]
-    # 8 most and 8 least anomalous samples, 16 px tiles with 2 px padding; rows: input, reconstruction, map, mask
-    assert (grid.width, grid.height) == (8 * (16 + 2) + 2, 2 * 4 * (16 + 2) + 2)
+    # 8 most and 8 least anomalous samples, each a column titled with its score and label; rows: input, reconstruction,
+    # map, mask (figures.extremes_figure: 1.15 in per column + 1.6, 1.25 in per row + 0.4, at 90 dpi)
+    assert (grid.width, grid.height) == (round((1.15 * 8 + 1.6) * 90), round((1.25 * 8 + 0.4) * 90))
     assert "test/pr_curve" in events.PluginTagToContent("pr_curves")
     histogram, roc = events.Images("test/score_histogram")[0], events.Images("test/roc_curve")[0]
     assert (histogram.width, histogram.height, roc.width, roc.height) == (600, 360, 420, 420)

@@ -215,8 +215,16 @@ class Evaluator(Callback):
         batch = {key: value.to(pl_module.device) for key, value in datamodule.test_batch(outputs.index[chosen]).items()}
         scored = pl_module.score(batch).detached()
         masks = batch["mask"].float().cpu() if datamodule.has_masks else None
-        grid = visual.extremes_grid(batch["image"].float().cpu(), scored.reconstruction, scored.map, masks, per_block)
-        writer.add_image("test/most_and_least_anomalous", grid, step)
+        pictures = {"input": visual.to_rgb01(batch["image"].float().cpu())}
+        if scored.reconstruction is not None:
+            pictures["reconstruction"] = visual.to_rgb01(scored.reconstruction.float().cpu())
+        pictures["score map"] = scored.map.float().cpu()[:, 0]
+        if masks is not None:
+            pictures["mask"] = masks.expand(-1, 3, -1, -1)
+        pictures = {k: v.numpy() if v.dim() == 3 else v.permute(0, 2, 3, 1).numpy() for k, v in pictures.items()}
+        labels = outputs.labels[chosen].numpy()
+        grid = figures.extremes_figure(pictures, outputs.scores[chosen].numpy(), labels, self.threshold, per_block)
+        writer.add_image("test/most_and_least_anomalous", figures.image(grid), step)
         writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), step)
         histogram = figures.score_histogram(outputs.scores.numpy(), outputs.labels.numpy(), self.threshold)
         writer.add_image("test/score_histogram", figures.image(histogram), step)

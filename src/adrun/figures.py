@@ -92,3 +92,56 @@ def report_figure(rows: list[str], columns: list[str], means: list[list[float]],
         figure.colorbar(shown, ax=ax, label=metric)
     figure.tight_layout()
     return figure
+
+
+def extremes_figure(
+    rows: dict[str, np.ndarray], scores: np.ndarray, labels: np.ndarray, threshold: float | None, per_block: int
+) -> Figure:
+    """The test grid with its words: the `per_block` most anomalous samples, then as many least anomalous, one column
+    each; a row per picture kind (`rows`: name → [N, H, W, 3] in [0, 1], or [N, H, W] score maps, drawn on one colour
+    scale with its colour bar). Each column is titled with its score, its true label and which side of the threshold it
+    falls on ("≥ t": flagged)."""
+    kinds, n = list(rows), len(scores)
+    blocks = [range(0, min(per_block, n)), range(min(per_block, n), n)]
+    blocks = [b for b in blocks if len(b)]
+    maps = [r for r in rows.values() if r.ndim == 3]
+    low, high = (float(np.min(maps[0])), float(np.max(maps[0]))) if maps else (0.0, 1.0)
+    figure = Figure(figsize=(1.15 * per_block + 1.6, 1.25 * len(kinds) * len(blocks) + 0.4), dpi=90)
+    grid = figure.add_gridspec(
+        len(kinds) * len(blocks),
+        per_block + 1,
+        width_ratios=[1] * per_block + [0.12],
+        hspace=0.45,
+        top=0.9,
+        bottom=0.03,
+        left=0.1,
+        right=0.93,
+    )
+    shown = None
+    for b, block in enumerate(blocks):
+        for k, kind in enumerate(kinds):
+            for c in range(per_block):
+                ax = figure.add_subplot(grid[b * len(kinds) + k, c])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= len(block):
+                    ax.axis("off")
+                    continue
+                i = block[c]
+                picture = rows[kind][i]
+                if picture.ndim == 2:
+                    shown = ax.imshow(picture, cmap="inferno", vmin=low, vmax=high, interpolation="nearest")
+                else:
+                    ax.imshow(picture, interpolation="nearest")
+                if k == 0:
+                    side = "" if threshold is None else " ≥ t" if scores[i] >= threshold else " < t"
+                    colour = ANOMALOUS if labels[i] else NORMAL
+                    name = "anomalous" if labels[i] else "normal"
+                    ax.set_title(f"{scores[i]:.3g}{side}\n{name}", fontsize=7, color=colour)
+                if c == 0:
+                    ax.set_ylabel(kind if k else f"{('most', 'least')[b]} anomalous\n{kind}", fontsize=7)
+    if shown is not None:
+        figure.colorbar(shown, cax=figure.add_subplot(grid[:, per_block]), label="score map")
+    t = "no threshold" if threshold is None else f"threshold t = {threshold:.4g}"
+    figure.suptitle(f"test samples by score ({t}; title colour = true label)", fontsize=8)
+    return figure

@@ -1,4 +1,4 @@
-"""Pictures of a test pass: score maps as heat maps, a grid of the most and least anomalous samples, a PR curve."""
+"""Pictures as tensors: score maps as heat maps (predict's overlays), model-range images as RGB, rows of images."""
 
 from __future__ import annotations
 
@@ -25,34 +25,6 @@ def to_rgb01(images: torch.Tensor) -> torch.Tensor:
     """Model-range images [-1, 1] with 1 or 3 channels → RGB in [0, 1]."""
     images = ((images + 1) / 2).clamp(0, 1)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-
-def extremes_grid(
-    images: torch.Tensor,
-    reconstructions: torch.Tensor | None,
-    maps: torch.Tensor,
-    masks: torch.Tensor | None,
-    per_block: int,
-) -> torch.Tensor:
-    """Samples in blocks of `per_block` columns (the most anomalous first, then the least); each block's rows are
-    input | reconstruction (if the method has one) | score map | mask (if the data have masks).
-
-    The maps share one colour scale (min to max over everything shown), so samples can be compared with each other.
-    """
-    lo, hi = maps.min(), maps.max()
-    rows = [to_rgb01(images)]
-    if reconstructions is not None:
-        rows.append(to_rgb01(reconstructions))
-    rows.append(heat((maps - lo) / (hi - lo).clamp_min(1e-12)))
-    if masks is not None:
-        rows.append(masks.expand(-1, 3, -1, -1))
-    tiles = []
-    for start in range(0, len(images), per_block):
-        for row in rows:
-            block = row[start : start + per_block]
-            blank = block.new_ones(per_block - len(block), *block.shape[1:])
-            tiles += [block, blank]
-    return make_grid(torch.cat(tiles).float().cpu(), nrow=per_block, padding=2, pad_value=1.0)
 
 
 def image_rows(rows: list[torch.Tensor]) -> torch.Tensor:

@@ -54,3 +54,11 @@ def test_the_test_grid_titles_each_column_with_its_score_label_and_side_of_the_t
     labels_left = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
     assert labels_left[:3] == ["most anomalous\ninput", "score map", "least anomalous\ninput"]
     assert figure.axes[-1].get_ylabel() == "score map", "the maps' colour bar"
+
+
+def test_a_small_overlay_is_shown_enlarged_with_its_title_and_the_maps_colour_bar():
+    figure = figures.overlay_figure(np.zeros((8, 10, 3)), "x.png\nscore 2.5 · anomalous", (0.1, 0.9), "score map")
+    _, bar = figure.axes
+    assert [t.get_text() for t in figure.texts] == ["x.png\nscore 2.5 · anomalous"]
+    assert bar.get_ylim() == (0.1, 0.9) and bar.get_ylabel() == "score map"
+    assert figures.image(figure).shape == (3, 16 * 8 + 55, 16 * 10 + 130), "8 px → 128 px on the short side"

@@ -58,11 +58,18 @@ def test_predict_writes_a_row_and_an_overlay_of_its_own_size_for_every_image(tra
     for row in rows:
         source = Path(row["path"])
         made = trained / "predict_mixed" / "overlays" / f"{source.parent.name}__{source.stem}.png"
-        assert Image.open(made).size == Image.open(source).size and Image.open(made).mode == "RGB"
+        w, h = Image.open(source).size
+        zoom = max(1, -(-128 // min(w, h)))  # shown enlarged to 128 px when smaller, at its own aspect
+        assert Image.open(made).size == (round(w * zoom + 130), round(h * zoom + 55)), "image + colour bar + title"
     flagged = sum(r["decision"] == "anomalous" for r in rows)
     assert results["counts"] == {"images": 4, "anomalous": flagged, "unreadable": 0}
     events = list((trained / "predict_mixed" / "tb").glob("events.out.tfevents.*"))
     assert events and sum(e.stat().st_size for e in events) > 1000, "the overlays are in TensorBoard too"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(trained / "predict_mixed" / "tb"), size_guidance={"images": 0})
+    tb.Reload()
+    assert tb.Tags()["images"] == ["predict/overlays"], "one picture per call, not a tag per image"
 
 
 def test_predict_scores_every_readable_file_and_lists_each_unreadable_one(trained, adrun_here):

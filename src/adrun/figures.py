@@ -145,3 +145,51 @@ def extremes_figure(
     t = "no threshold" if threshold is None else f"threshold t = {threshold:.4g}"
     figure.suptitle(f"test samples by score ({t}; title colour = true label)", fontsize=8)
     return figure
+
+
+DISPLAY_MIN = 128  # pixels: a smaller image is shown enlarged (nearest, so its pixels stay honest)
+
+
+def heat_colormap():
+    """visual.HEAT_STOPS as a matplotlib colour map, so a colour bar matches the overlays' colours."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    from adrun.visual import HEAT_STOPS
+
+    return LinearSegmentedColormap.from_list("adrun_heat", HEAT_STOPS.tolist())
+
+
+def overlay_figure(picture: np.ndarray, title: str, scale: tuple[float, float], scale_name: str) -> Figure:
+    """An overlay ([H, W, 3] in [0, 1], the score map blended over the image) at its own aspect, enlarged to at least
+    DISPLAY_MIN pixels on its short side, with `title` (score, decision) and the colour bar of the map's scale."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    h, w = picture.shape[:2]
+    zoom = max(1, -(-DISPLAY_MIN // min(h, w)))
+    width, height = w * zoom / 100, h * zoom / 100  # inches at 100 dpi: one pixel per enlarged image pixel
+    total_w, total_h = width + 1.3, height + 0.55
+    figure = Figure(figsize=(total_w, total_h), dpi=100)
+    ax = figure.add_axes((0.1 / total_w, 0.1 / total_h, width / total_w, height / total_h))
+    ax.imshow(picture, interpolation="nearest")
+    ax.set_axis_off()
+    figure.text(0.05 / total_w, 1 - 0.05 / total_h, title, ha="left", va="top", fontsize=7, linespacing=1.1)
+    bar = figure.add_axes(((0.35 + width) / total_w, 0.1 / total_h, 0.12 / total_w, height / total_h))
+    figure.colorbar(ScalarMappable(Normalize(*scale), heat_colormap()), cax=bar)
+    bar.set_ylabel(scale_name, fontsize=7)
+    bar.tick_params(labelsize=6)
+    return figure
+
+
+def overlays_figure(pictures: list[np.ndarray], titles: list[str]) -> Figure:
+    """Several overlays side by side, four to a row, each titled: one TensorBoard picture per predict call."""
+    columns = min(4, len(pictures))
+    rows = -(-len(pictures) // columns)
+    figure = Figure(figsize=(2.2 * columns, 2.4 * rows), dpi=80)
+    for i, (picture, title) in enumerate(zip(pictures, titles, strict=True)):
+        ax = figure.add_subplot(rows, columns, i + 1)
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -6,8 +6,9 @@ channel conversion and resize as every dataset), scored by the method's own `sco
 - `predictions.csv`: path, score, decision (`anomalous` when score ≥ the threshold, `normal` otherwise; the threshold
   is the checkpoint's calibrated one or `threshold=`), error: a file that cannot be read is a row with decision
   `unreadable` and its error, and every other file is still scored (`strict=true`: the call then exits non-zero);
-- `overlays/<file>.png`: each input at its own size with its score map in colour over it (one colour scale for the whole
-  call, so images compare), the same overlays in TensorBoard under `predict/`;
+- `overlays/<file>.png`: each input at its own aspect (enlarged to 128 px when smaller) with its score map in colour
+  over it, titled with its score and decision, and the colour bar of the map scale (one scale for the whole call, so
+  images compare); the first 16 in TensorBoard as one picture (`predict/overlays`);
 - `results.json`: how many images, how many flagged, the threshold, images/s.
 """
 
@@ -22,10 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from PIL import Image
 from torch.utils.data import DataLoader
 
-from adrun import visual
+from adrun import figures, visual
 from adrun.artefacts import RunDir, versions
 from adrun.calibration import decision_threshold, threshold_facts
 from adrun.data.base import ImageSet, keep_batch
@@ -35,6 +35,7 @@ from adrun.errors import UserError
 log = logging.getLogger(__name__)
 
 OVERLAY_ALPHA = 0.5  # the score map's weight over the image
+TENSORBOARD_OVERLAYS = 16  # the first this many overlays go to TensorBoard, as one picture; every one is a PNG
 
 
 def input_files(pattern: str | None) -> list[Path]:
@@ -103,13 +104,19 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
     given = Path(str(cfg.input)).expanduser()  # overlays are named by their path below the folder, or below the
     root = given if given.is_dir() else Path(os.path.commonpath([f.parent for f in listed]))  # glob's matches' parent
     run.overlays.mkdir(exist_ok=True)
-    writer = trainer.logger.experiment
     lo, hi = maps.min(), maps.max()
-    for i, (file, score_map) in enumerate(zip(files, maps, strict=True)):
-        picture = overlay(file, (score_map - lo) / (hi - lo).clamp_min(1e-12))
-        name = overlay_name(file, root)
-        Image.fromarray((picture * 255).round().byte().permute(1, 2, 0).numpy()).save(run.overlays / name)
-        writer.add_image(f"predict/{name}", picture, i)
+    scale, scale_name = (lo.item(), hi.item()), "score map (this call's min–max)"
+    shown = []
+    for file, score_map, score, decision in zip(files, maps, scores.tolist(), decisions, strict=True):
+        picture = overlay(file, (score_map - lo) / (hi - lo).clamp_min(1e-12)).permute(1, 2, 0).numpy()
+        title = f"{file.name}\nscore {score:.4g}" + (f" · {decision} (t = {threshold:.4g})" if decision else "")
+        figures.save_png(
+            figures.overlay_figure(picture, title, scale, scale_name), run.overlays / overlay_name(file, root)
+        )
+        if len(shown) < TENSORBOARD_OVERLAYS:
+            shown.append((picture, f"{score:.4g} {decision}"))
+    grid = figures.overlays_figure([p for p, _ in shown], [t for _, t in shown])
+    trainer.logger.experiment.add_image("predict/overlays", figures.image(grid), 0)
     trainer.logger.finalize("success")
     flagged = sum(d == "anomalous" for d in decisions)
     results = {

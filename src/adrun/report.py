@@ -34,7 +34,7 @@ from adrun.artefacts import write_atomically, write_text
 from adrun.errors import UserError
 from adrun.sweep import PROTOCOL_KEYS, number, spread
 
-NOT_PROTOCOL = {"root", "cache_dir", "download", "batch_size", "channels", "num_workers", "seed"}  # how, not what
+NOT_PROTOCOL = {"root", "cache_dir", "download", "batch_size", "channels", "num_workers", "seed", "on_device"}  # how
 REFERENCE_KEYS = {"source", "metric"}  # required in a reference block; `values` (per row), `mean`, `protocol` optional
 
 

@@ -33,7 +33,7 @@ from adrun.hardware import ChannelsLast, apply_switches, check_precision, check_
 from adrun.resolvers import MODES
 
 # A resumed run may differ from the first in how it runs, not in what it computes:
-MAY_CHANGE = ("resume", "ckpt", "threads", "hardware", "launcher", "data.num_workers")
+MAY_CHANGE = ("resume", "ckpt", "threads", "hardware", "launcher", "data.num_workers", "data.on_device")
 RUNNER_OWNS = ("max_epochs", "logger", "callbacks", "default_root_dir")  # Trainer arguments the runner sets itself
 QUIET = (  # Lightning's advice that does not apply to in-memory tensor datasets or to our fixed layout
     ".*does not have many workers.*",

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 import yaml
@@ -53,6 +54,7 @@ def test_the_log_keeps_what_the_run_said(finished):
     _, run_dir = finished
     lines = (run_dir / "adrun.log").read_text().splitlines()
     assert lines and "[adrun] ganomaly on synthetic (normal: texture): image AUROC" in lines[-1]
+    assert re.search(r" · pixel AUROC [01]\.\d{4} · AUPRO [01]\.\d{4} · ", lines[-1]), "masks: pixel figures too"
     warning = "the threshold is the 0.99 quantile of only 5 validation normals (the FPR it sets moves in steps of 1/5"
     assert any(warning in line for line in lines), "a threshold on few normals says so"
 
@@ -83,4 +85,5 @@ def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     assert (
         b"test/image_auroc" in hparams["_hparams_/experiment"]
         and b"ganomaly" in hparams["_hparams_/session_start_info"]
+        and all(k in hparams["_hparams_/session_start_info"] for k in (b"data.test_subset", b"data.channels"))
     )

@@ -399,9 +399,15 @@ def record(plan: Plan, run: RunDir, trainer, evaluator, fit_seconds: float, rate
             f"TPR {metrics['image_tpr_at_threshold']:.3f}"
         )
     )
+    pixel = "".join(
+        f" · {name} {metrics[key]:.4f}"
+        for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO"))
+        if metrics.get(key) == metrics.get(key) and key in metrics  # present and not NaN
+    )
     log.info(
         f"{plan.facts['method']} on {plan.facts['data']} (normal: {', '.join(results['normal_class_names'])}): "
-        f"image AUROC {metrics['image_auroc']:.4f}{at} · results in {run.path} · view: tensorboard --logdir {run.tb}"
+        f"image AUROC {metrics['image_auroc']:.4f}{pixel}{at} · results in {run.path} · view: tensorboard --logdir "
+        f"{run.tb}"
     )
     return results
 
@@ -411,7 +417,9 @@ def hparams_of(plan: Plan, normal_class: list[int]) -> dict:
     cfg = plan.cfg
     params = {"method": plan.facts["method"], "data": plan.facts["data"], "seed": cfg.seed}
     params |= {"normal_class": str(normal_class), "data.image_size": cfg.data.image_size}
-    params["data.train_subset"] = str(cfg.data.train_subset)
+    for key in ("train_subset", "test_subset"):
+        params[f"data.{key}"] = str(cfg.data[key])
+    params["data.channels"] = cfg.data.channels
     for key, value in plan.config["method"].items():
         if key != "_target_" and isinstance(value, int | float | str | bool):
             params[f"method.{key}"] = value

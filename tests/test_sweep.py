@@ -41,7 +41,7 @@ def test_means_are_taken_per_setting_of_the_other_overrides(tmp_path):
 
 
 def test_a_real_sweep_writes_the_table_and_adrun_report_reads_it(tmp_path, adrun_here, capsys):
-    code, _, err = adrun_here(
+    code, out, err = adrun_here(
         "-m",
         "data.normal_class=range(3)",
         "method.epochs=1",
@@ -49,10 +49,11 @@ def test_a_real_sweep_writes_the_table_and_adrun_report_reads_it(tmp_path, adrun
         "+reference.source=a test",
         "+reference.metric=image_auroc",
         "+reference.mean=0.5",
-        f"hydra.sweep.dir={tmp_path}/sweep",
+        "hydra.sweep.dir=sweep",
         cwd=tmp_path,
     )
     assert code == 0, err[-2000:]
+    assert f"sweep summary: {(tmp_path / 'sweep' / 'summary.md').resolve()}" in out, "absolute, as the runs' paths"
     rows = list(csv.DictReader((tmp_path / "sweep" / "summary.csv").open()))
     assert [r["data.normal_class"] for r in rows] == ["0", "1", "2", "mean of 3"]
     aurocs = [float(r["image_auroc"]) for r in rows]

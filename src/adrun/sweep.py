@@ -178,10 +178,10 @@ class SweepSummary(Callback):
         repeat_over = tuple(config.get("summary", {}).get("repeat_over", REPEAT_OVER))
         table = write_summary(sweep_dir, repeat_over)
         if table:
-            print(f"sweep summary: {sweep_dir / 'summary.md'}")
+            print(f"sweep summary: {(sweep_dir / 'summary.md').resolve()}")  # absolute, as the runs' paths are
         if failed := failures(table):  # `adrun` exits 1 with this line
             first = failed[0]
             raise IncompleteSweep(
                 f"{len(failed)} of {len([r for r in table if r['job'] not in GROUPED])} jobs did not finish; job "
-                f"{first['job']}: {first.get(ERROR, first['status'])} (all in {sweep_dir / 'summary.md'})"
+                f"{first['job']}: {first.get(ERROR, first['status'])} (all in {(sweep_dir / 'summary.md').resolve()})"
             )

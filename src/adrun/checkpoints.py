@@ -7,7 +7,10 @@ saved with its weights), and the random generators as they were (`RandomState`),
   `data.*` and `trainer.*` keys on top of the checkpoint's);
 - `resume=true` ends with the same scores as a run that was never stopped: Lightning restores weights, optimisers and
   loops, `RandomState` the generators (torch, CUDA, NumPy, Python) at the start of the first resumed epoch — after the
-  setup hooks, which draw their own numbers, and before the epoch's shuffle and noise.
+  setup hooks, which draw their own numbers, and before the epoch's shuffle and noise. On a GPU that holds with
+  `trainer.deterministic=true` (deterministic cuDNN/cuBLAS algorithms; Lightning keeps the AMP scaler's state in the
+  checkpoint): tests/test_gpu.py checks it where CUDA is. Without it, cuDNN may pick algorithms that add in another
+  order, and a resumed run is a faithful continuation, not a bit-exact one.
 """
 
 from __future__ import annotations

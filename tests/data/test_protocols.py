@@ -97,3 +97,12 @@ def test_a_method_without_use_for_known_anomalies_trains_on_normals_and_says_so(
     assert "known anomalies left out of training" in capsys.readouterr().out
     normals_only = digits(normal_class=0)
     assert results["counts"]["train"] == len(normals_only.train_set)
+
+
+def test_a_budget_larger_than_the_data_is_used_whole_and_said(capsys):
+    module = digits(normal_class=3, train_subset=5000, test_subset=100)
+    have = len(module.train_set) + len(module.val_set)
+    assert 0 < have < COUNTS[3]
+    out = capsys.readouterr().out
+    assert f"data.train_subset=5000, but there are only {have} training normals: all {have} used" in out
+    assert "test_subset" not in out, "a budget the data can meet says nothing"

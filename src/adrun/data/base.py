@@ -17,6 +17,7 @@ known anomalies, as an `ImageSet`), `batch_size`, `image_size`, `channels`, `has
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +98,12 @@ def stratified_subset(targets: torch.Tensor, n: int | None, generator: torch.Gen
         members = (targets == cls).nonzero().flatten()
         picked.append(members[torch.randperm(len(members), generator=generator)[:k]])
     return torch.cat(picked).sort().values
+
+
+def say_if_short(key: str, wanted: int | None, have: int, what: str) -> None:
+    """A budget larger than the data is not an error, but the run says it used fewer (one line)."""
+    if wanted is not None and wanted > have:
+        logging.getLogger("adrun").warning(f"data.{key}={wanted}, but there are only {have} {what}: all {have} used")
 
 
 def concat(a: Split, b: Split) -> Split:
@@ -261,6 +268,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if self.abnormal_class is not None:
             train, test = self._leave_one_out(train, test, normal_ids, generator)
         pool = torch.isin(train.targets, normal_ids).nonzero().flatten()
+        say_if_short("train_subset", self.train_subset, len(pool), "training normals")
         pool = pool[stratified_subset(train.targets[pool], self.train_subset, generator)]
         n_val = round(len(pool) * self.val_fraction)
         is_val = torch.zeros(len(pool), dtype=torch.bool)
@@ -276,6 +284,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         keep = (
             (~torch.isin(test.targets, torch.tensor(self.known_anomaly_classes, dtype=torch.long))).nonzero().flatten()
         )
+        say_if_short("test_subset", self.test_subset, len(keep), "test images")
         keep = keep[stratified_subset(test.targets[keep], self.test_subset, generator)]
         if self.test_anomaly_fraction is not None:
             keep = self._with_anomaly_fraction(test.targets, keep, normal_ids, generator)

@@ -69,8 +69,8 @@ SWITCHES = (  # --switches: GANomaly 32 px batch 64 under each
 def measure(overrides: list[str], device: str, repeats: int) -> tuple[float, float, float]:
     """(bare images/s, runner training images/s, runner test images/s) of one setting."""
     cfg = composed(overrides)
+    timings = runner_timings(cfg, overrides)  # first: it refuses a setting the runner would (a UserError)
     bare = bare_images_per_s(cfg, device, repeats)
-    timings = runner_timings(cfg, overrides)
     return bare, timings["train_images_per_s"], timings["test_images_per_s"]
 
 

@@ -94,10 +94,27 @@ def test_score_variants_get_their_auroc_and_a_scores_csv_column(tmp_path):
     metrics = compute_metrics(outputs)
     assert metrics["image_auroc"] == 1.0
     assert metrics["image_auroc_phase1"] == pytest.approx(pairwise_auroc(outputs.variants["phase1"], labels)) == 0.5
-    RunDir(tmp_path).write_scores(outputs, lambda i: f"id{i}")
+    RunDir(tmp_path).write_scores(outputs, lambda i: f"id{i}", lambda i: "good" if i < 2 else "scratch")
     with open(tmp_path / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["score_phase1"]) for r in rows] == pytest.approx([0.4, 0.1, 0.3, 0.2]) and rows[2]["id"] == "id2"
+    assert [r["type"] for r in rows] == ["good", "good", "scratch", "scratch"]
+
+
+def test_each_anomaly_type_gets_the_auroc_of_the_normals_against_it():
+    from adrun.evaluation import auroc_per_type
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    scores = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.8, 0.2, 0.4])
+    types = ["good", "good", "good", "dent", "dent", "scratch", "scratch"]
+    per_type = auroc_per_type(scores, labels, types)
+    assert per_type == {
+        "image_auroc/dent": 1.0,
+        "image_auroc/scratch": pytest.approx(
+            pairwise_auroc(torch.tensor([0.1, 0.5, 0.3, 0.2, 0.4]), torch.tensor([0, 0, 0, 1, 1]))
+        ),
+    }
+    assert per_type["image_auroc/scratch"] == pytest.approx(3 / 6)
 
 
 def test_one_class_test_sets_give_nan_not_a_number_that_looks_real():

@@ -89,17 +89,18 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         write_text(self.config, OmegaConf.to_yaml(OmegaConf.create(config)))
 
-    def write_scores(self, outputs, sample_id: Callable[[int], str]) -> None:
-        """scores.csv: index, id (path or id), label, score, score_<name> per variant (an evaluation.TestOutputs)."""
+    def write_scores(self, outputs, sample_id: Callable[[int], str], sample_type: Callable[[int], str]) -> None:
+        """scores.csv: index, id (path or id), label, type (the sample's class: an anomaly type, or the normal class),
+        score, score_<name> per variant (an evaluation.TestOutputs)."""
 
         def write(f):
             out = csv.writer(f)
-            out.writerow(["index", "id", "label", "score", *(f"score_{name}" for name in outputs.variants)])
+            out.writerow(["index", "id", "label", "type", "score", *(f"score_{name}" for name in outputs.variants)])
             columns = [outputs.scores, *outputs.variants.values()]
             for i, label, *scores in zip(
                 outputs.index.tolist(), outputs.labels.tolist(), *(c.tolist() for c in columns), strict=True
             ):
-                out.writerow([i, sample_id(i), label, *(f"{score:.8g}" for score in scores)])
+                out.writerow([i, sample_id(i), label, sample_type(i), *(f"{score:.8g}" for score in scores)])
 
         write_atomically(self.scores, write)
 

@@ -165,6 +165,16 @@ def compute_metrics(outputs: TestOutputs, threshold: float | None = None) -> dic
     return metrics
 
 
+def auroc_per_type(scores: torch.Tensor, labels: torch.Tensor, types: list[str]) -> dict[str, float]:
+    """`image_auroc/<type>`: every test normal against the anomalies of one type (MVTec's defects, a folder's)."""
+    out = {}
+    for name in dict.fromkeys(t for t, label in zip(types, labels.tolist(), strict=True) if label == 1):
+        chosen = torch.tensor([label == 0 or t == name for t, label in zip(types, labels.tolist(), strict=True)])
+        if (labels[chosen] == 0).any():
+            out[f"image_auroc/{name}"] = auroc(unit_ranks(scores[chosen]), labels[chosen].long())
+    return out
+
+
 class Evaluator(Callback):
     """The test pass's one evaluation, for every method: collects each batch's `Scores` (what `test_step` returns),
     joins the DDP ranks' columns and drops the repeats their sampler adds, computes the metrics at `threshold` (the
@@ -200,6 +210,9 @@ class Evaluator(Callback):
         self.outputs, self._rows = TestOutputs(**columns, variants=variants), []
         self.threshold = decision_threshold(pl_module, self.given_threshold)
         self.metrics = compute_metrics(self.outputs, self.threshold)
+        if getattr(trainer.datamodule, "typed_anomalies", False):
+            types = [trainer.datamodule.sample_type(i) for i in self.outputs.index.tolist()]
+            self.metrics |= auroc_per_type(self.outputs.scores, self.outputs.labels, types)
         pl_module.log_dict({f"test/{key}": value for key, value in self.metrics.items()}, rank_zero_only=True)
         if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
             self.log_figures(trainer, pl_module)

@@ -365,7 +365,7 @@ def record(plan: Plan, run: RunDir, trainer, evaluator, fit_seconds: float, rate
 
     module, datamodule = plan.built
     outputs, metrics = evaluator.outputs, evaluator.metrics
-    run.write_scores(outputs, datamodule.sample_id)
+    run.write_scores(outputs, datamodule.sample_id, datamodule.sample_type)
     normal_class = list(datamodule.normal_classes)  # as the protocol resolved it (leave-one-out, Caltech)
     results = {
         "status": "ok",

@@ -1,5 +1,6 @@
 """Your own folders: normal train/test images, one folder per anomaly type, masks matched by file stem."""
 
+import csv
 import math
 
 import pytest
@@ -226,6 +227,10 @@ def test_end_to_end_run_with_pixel_metrics(tmp_path):
         assert isinstance(value, float) and not math.isnan(value) and 0 <= value <= 1, key
     assert results["counts"] == {"train": 11, "val": 1, "test": 9, "test_anomalous": 5}
     assert str(root / "test" / "dent" / "d1.png") in (tmp_path / "run" / "scores.csv").read_text()
+    assert {f"image_auroc/{name}" for name in ANOMALIES} <= set(results["metrics"]), "an AUROC per anomaly folder"
+    rows = list(csv.DictReader((tmp_path / "run" / "scores.csv").open()))
+    assert {r["type"] for r in rows if r["label"] == "1"} == set(ANOMALIES)
+    assert {r["type"] for r in rows if r["label"] == "0"} == {"normal"}
 
 
 def test_the_command_line_without_folders_is_one_line_and_exit_2(tmp_path, adrun_here):

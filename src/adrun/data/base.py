@@ -146,6 +146,7 @@ class AnomalyDataModule(pl.LightningDataModule):
     has_masks: bool = False
     cacheable: bool = False
     peer_classes: bool = True
+    typed_anomalies: bool = False  # True: each anomalous class is an anomaly type, scored by its own AUROC
     normals_only_training: bool = False
     root: Path | None = None
 
@@ -291,6 +292,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if self.test_anomalies_per_class is not None:
             keep = self._with_anomalies_per_class(test.targets, keep, normal_ids, generator)
         self.test_set = self._image_set(test, keep, generator)
+        self.test_targets = test.targets[keep]  # each test sample's class: its anomaly type where anomalies are typed
 
     def _leave_one_out(self, train: Split, test: Split, normal_ids: torch.Tensor, generator) -> tuple[Split, Split]:
         pooled = concat(train, test)
@@ -369,6 +371,10 @@ class AnomalyDataModule(pl.LightningDataModule):
     def sample_id(self, index: int) -> str:
         """The file path or id of test sample `index` (the batch's `index`)."""
         return self.test_set.ids[index]
+
+    def sample_type(self, index: int) -> str:
+        """The class name of test sample `index`: its anomaly type (MVTec's defect, a folder's name), or `normal`'s."""
+        return self.classes[int(self.test_targets[index])]
 
     def _loader(self, dataset: ImageSet, shuffle: bool) -> DataLoader | DeviceBatches:
         """Batches of `dataset`, cut on the trainer's device when `_batch_device` says so, else by a DataLoader; the

@@ -39,6 +39,7 @@ EXAMPLE = (
 class Folder(AnomalyDataModule):
     cacheable = True
     peer_classes = False
+    typed_anomalies = True  # the anomalous classes are anomaly types: image_auroc/<type> per type
     normals_only_training = True
 
     def __init__(

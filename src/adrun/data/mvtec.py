@@ -53,6 +53,7 @@ class MVTecAD(AnomalyDataModule):
     has_masks = True
     cacheable = True
     peer_classes = False
+    typed_anomalies = True  # the anomalous classes are anomaly types: image_auroc/<type> per type
     normals_only_training = True
 
     def __init__(self, root: str, category: str = "bottle", **kwargs):

@@ -314,10 +314,19 @@ def build_trainer(plan: Plan, run: RunDir, callbacks: list, module, **args):
     return pl.Trainer(**trainer_args, logger=logger, callbacks=callbacks, default_root_dir=str(run.path))
 
 
+def shorter_keys(plan: Plan) -> str:
+    """What shortens a long fit: the method's epoch keys, the data budget, a GPU."""
+    epochs = [f"method.{k}" for k in plan.config["method"] if k.endswith("epochs") or k.endswith("epoch")]
+    keys = ", ".join([*epochs, "data.train_subset", "data.image_size"])
+    gpu = "" if plan.trainer_args.get("accelerator") == "gpu" else "; or run it on a GPU (hardware=gpu)"
+    return f"shorten it with {keys}{gpu}"
+
+
 def fit_and_test(plan: Plan, run: RunDir, writes: bool) -> dict:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from adrun.calibration import calibrate
+    from adrun.eta import LongRunWarning
     from adrun.evaluation import Evaluator
     from adrun.timing import Timer
 
@@ -339,7 +348,7 @@ def fit_and_test(plan: Plan, run: RunDir, writes: bool) -> dict:
     trainer = build_trainer(
         plan,
         run,
-        [timer, evaluator, checkpoints, RandomState(), RunConfig(plan.config)],
+        [timer, evaluator, checkpoints, RandomState(), RunConfig(plan.config), LongRunWarning(shorter_keys(plan))],
         module,
         max_epochs=epochs,
         **({} if datamodule.has_validation else {"limit_val_batches": 0}),

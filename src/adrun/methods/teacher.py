@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adrun.errors import UserError
+from adrun.eta import TIMED_STEPS, duration, long_phase_line
 from adrun.methods.losses import check_finite
 from adrun.nets.modes import frozen
 from adrun.nets.patch import DESCRIPTOR, PatchNet, pad_for_patches
@@ -188,10 +189,20 @@ def train_teacher(
             check_finite({"loss": total, **losses}, f"in teacher p={settings.patch_size}'s step {step + 1}")
         if log is not None and (step % 50 == 0 or step == settings.iterations - 1):
             log(step, {"loss": total.item()} | {name: value.item() for name, value in losses.items()})
+        if step == 0:
+            first = time.perf_counter()
+        if step == TIMED_STEPS:
+            per_step = (time.perf_counter() - first) / TIMED_STEPS
+            what = f"students: teacher p={settings.patch_size}'s training"
+            keys = "method.teacher_iterations shortens it, hardware=gpu speeds it up; a trained teacher is cached"
+            if line := long_phase_line(what, per_step, settings.iterations, keys):
+                console.warning(line)
         if settings.iterations >= 10 and (step + 1) % tenth == 0:
+            elapsed = time.perf_counter() - start
+            left = elapsed / (step + 1) * (settings.iterations - step - 1)
             console.info(
                 f"students: teacher p={settings.patch_size} step {step + 1}/{settings.iterations} · loss "
-                f"{total.item():.4g} · {time.perf_counter() - start:.0f} s"
+                f"{total.item():.4g} · {elapsed:.0f} s, {duration(left)} left"
             )
     net.eval()
     return {name: value.item() for name, value in losses.items()}
@@ -254,7 +265,8 @@ def _obtain_teacher(
     if not distilled:
         console.info(
             f"students: no knowledge distillation for teacher p={settings.patch_size} ({resnet_from}); "
-            "it trains with λ_k=0, λ_m=1 (metric learning and compactness)"
+            "it trains with λ_k=0, λ_m=1 (metric learning and compactness); to distil as the paper does, set "
+            "method.teacher_resnet18=download (or a path to resnet18 weights), and method.teacher_source=<ImageNet dir>"
         )
     console.info(
         f"students: training teacher p={settings.patch_size}: {settings.iterations} steps on {len(images)} images"

@@ -1,0 +1,38 @@
+"""Long work says how long: the estimate line, and the callback that times a fit's first batches."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from adrun import eta
+
+
+def test_a_phase_over_an_hour_gets_one_line_with_its_estimate_and_the_keys():
+    line = eta.long_phase_line(
+        "students: teacher p=33's training", 1.35, 50_000, "method.teacher_iterations shortens it"
+    )
+    assert line == (
+        "students: teacher p=33's training will take about 18.8 h on this device (1.35 s/step × 50,000 steps); "
+        "method.teacher_iterations shortens it"
+    )
+    assert eta.long_phase_line("x", 0.07, 50_000, "") is None, "58 minutes: no line"
+
+
+@pytest.mark.parametrize(("seconds_per_batch", "said"), [(2.0, True), (0.001, False)])
+def test_the_callback_times_the_first_batches_and_speaks_once(monkeypatch, caplog, seconds_per_batch, said):
+    clock = iter([0.0, eta.TIMED_STEPS * seconds_per_batch])  # read at batch 0 and at batch TIMED_STEPS
+    monkeypatch.setattr(eta.time, "perf_counter", lambda: next(clock))
+    trainer = SimpleNamespace(current_epoch=0, is_global_zero=True, max_epochs=15, num_training_batches=200)
+    callback = eta.LongRunWarning("shorten it with method.epochs")
+    caplog.set_level("WARNING", logger="adrun")
+    eta.log.propagate = True  # adrun's logger writes to stdout itself; let caplog see it too
+    try:
+        for batch_idx in range(20):
+            callback.on_train_batch_end(trainer, None, None, None, batch_idx)
+    finally:
+        eta.log.propagate = False
+    lines = [r.getMessage() for r in caplog.records]
+    expected = (
+        "training will take about 1.7 h on this device (2.00 s/step × 3,000 steps); shorten it with method.epochs"
+    )
+    assert lines == ([expected] if said else [])

@@ -77,6 +77,8 @@ def test_tensorboard_has_scalars_images_pr_curve_and_hparams(finished):
     # map, mask (figures.extremes_figure: 1.15 in per column + 1.6, 1.25 in per row + 0.4, at 90 dpi)
     assert (grid.width, grid.height) == (round((1.15 * 8 + 1.6) * 90), round((1.25 * 8 + 0.4) * 90))
     assert "test/pr_curve" in events.PluginTagToContent("pr_curves")
+    axis = events.Tensors("test/pr_curve_threshold_axis/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert axis.startswith("threshold t on the PR curve ↔ score ") and "the calibrated threshold" in axis
     histogram, roc = events.Images("test/score_histogram")[0], events.Images("test/roc_curve")[0]
     assert (histogram.width, histogram.height, roc.width, roc.height) == (600, 360, 420, 420)
     assert histogram.step == roc.step == grid.step == events.Scalars("test/image_auroc")[0].step, "one step for a test"

@@ -238,7 +238,12 @@ class Evaluator(Callback):
         labels = outputs.labels[chosen].numpy()
         grid = figures.extremes_figure(pictures, outputs.scores[chosen].numpy(), labels, self.threshold, per_block)
         writer.add_image("test/most_and_least_anomalous", figures.image(grid), step)
-        writer.add_pr_curve("test/pr_curve", outputs.labels, unit_ranks(outputs.scores), step)
+        low, span = outputs.scores.min().item(), max(outputs.scores.max().item() - outputs.scores.min().item(), 1e-12)
+        writer.add_pr_curve("test/pr_curve", outputs.labels, (outputs.scores - low) / span, step)  # affine in score
+        axis = f"threshold t on the PR curve ↔ score {low:.6g} + t · {span:.6g}"
+        if self.threshold is not None:
+            axis += f"; the calibrated threshold {self.threshold:.6g} is t = {(self.threshold - low) / span:.4f}"
+        writer.add_text("test/pr_curve_threshold_axis", axis, step)
         histogram = figures.score_histogram(outputs.scores.numpy(), outputs.labels.numpy(), self.threshold)
         writer.add_image("test/score_histogram", figures.image(histogram), step)
         if outputs.labels.min() != outputs.labels.max():

@@ -61,6 +61,13 @@ def test_predict_writes_a_row_and_an_overlay_of_its_own_size_for_every_image(tra
         w, h = Image.open(source).size
         zoom = max(1, -(-128 // min(w, h)))  # shown enlarged to 128 px when smaller, at its own aspect
         assert Image.open(made).size == (round(w * zoom + 130), round(h * zoom + 55)), "image + colour bar + title"
+    from adrun.checkpoints import Checkpoint
+
+    map_scale = Checkpoint.open(trained / "run").contents["state_dict"]["map_scale"].tolist()
+    assert map_scale[0] < map_scale[1], "calibration stored the validation normals' map range"
+    assert results["overlay_scale"] == {"range": map_scale, "from": "validation normals' range"}
+    by_call = use(trained, "predict_by_call", "mode=predict", f"input={mixed}", "overlay_scale=call")
+    assert by_call["overlay_scale"]["from"] == "this call's min–max" and by_call["overlay_scale"]["range"] != map_scale
     flagged = sum(r["decision"] == "anomalous" for r in rows)
     assert results["counts"] == {"images": 4, "anomalous": flagged, "unreadable": 0}
     events = list((trained / "predict_mixed" / "tb").glob("events.out.tfevents.*"))

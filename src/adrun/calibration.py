@@ -13,30 +13,40 @@ resolution 1/n; `results.json` says how many.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
 STEADY_NORMALS = 100  # a 0.99 quantile needs about this many normals to mean "1 % flagged"
 
 
-def validation_normal_scores(module, datamodule, forward_context) -> torch.Tensor:
-    """The image scores of every validation normal, in the precision the trainer uses."""
+def validation_normal_scores(module, datamodule, forward_context) -> tuple[torch.Tensor, tuple[float, float]]:
+    """The image scores of every validation normal, in the precision the trainer uses, and the range (min, max) of
+    their score maps: the fixed colour scale of predict's overlays. A progress bar with its rate: for AnoGAN each batch
+    is a latent search."""
+    from tqdm.auto import tqdm
+
     module.eval()
-    scores = []
+    scores, low, high = [], math.inf, -math.inf
     with torch.no_grad(), forward_context():
-        for batch in datamodule.val_dataloader():
+        for batch in tqdm(datamodule.val_dataloader(), desc="calibration on the validation normals", leave=False):
             batch = {key: value.to(module.device) for key, value in batch.items()}
             normal = batch["label"] == 0
             if normal.any():
-                scores.append(module.score({key: value[normal] for key, value in batch.items()}).image.float().cpu())
-    return torch.cat(scores) if scores else torch.empty(0)
+                scored = module.score({key: value[normal] for key, value in batch.items()})
+                scores.append(scored.image.float().cpu())
+                low, high = min(low, scored.map.min().item()), max(high, scored.map.max().item())
+    return (torch.cat(scores) if scores else torch.empty(0)), (low, high)
 
 
 def calibrate(module, datamodule, quantile: float, forward_context) -> None:
-    """Sets the module's threshold to `quantile` of the validation normals' scores (none without validation normals)."""
-    scores = validation_normal_scores(module, datamodule, forward_context)
+    """Sets the module's threshold to `quantile` of the validation normals' scores (none without validation normals),
+    and its `map_scale` to the range of their score maps."""
+    scores, (low, high) = validation_normal_scores(module, datamodule, forward_context)
     module.threshold.fill_(torch.quantile(scores.double(), quantile).item() if len(scores) else 0.0)
     module.threshold_normals.fill_(len(scores))
+    if len(scores) and high > low:
+        module.map_scale.copy_(torch.tensor([low, high], dtype=torch.float64))
     if 0 < len(scores) < STEADY_NORMALS:
         logging.getLogger("adrun").warning(few_normals(len(scores), quantile))
 

@@ -26,7 +26,8 @@ from pytorch_lightning.callbacks import Callback
 from adrun.errors import UserError
 
 # What a later use of a checkpoint takes from its own command line rather than from the checkpoint's config:
-FROM_COMMAND_LINE = ("mode", "ckpt", "input", "threshold", "threads", "hardware", "seed", "resume", "strict")
+FROM_COMMAND_LINE = ("mode", "ckpt", "input", "threshold", "threads", "hardware", "seed", "resume")
+FROM_COMMAND_LINE += ("strict", "overlay_scale")  # predict's
 SINGLE_KEYS = ("method", "data", "trainer")  # `method.iterations=9`, `data.test_subset=100`: applied on top
 _opened: dict[tuple[str, int], Checkpoint] = {}  # the last file opened, so the CLI and the runner read it once
 

@@ -106,6 +106,9 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
     run.overlays.mkdir(exist_ok=True)
     lo, hi = maps.min(), maps.max()
     scale, scale_name = (lo.item(), hi.item()), "score map (this call's min–max)"
+    if cfg.get("overlay_scale", "normals") == "normals" and module.map_scale[1] > module.map_scale[0]:
+        scale, scale_name = tuple(module.map_scale.tolist()), "score map (validation normals' range)"
+        lo, hi = module.map_scale.to(maps)
     shown = []
     for file, score_map, score, decision in zip(files, maps, scores.tolist(), decisions, strict=True):
         picture = overlay(file, (score_map - lo) / (hi - lo).clamp_min(1e-12)).permute(1, 2, 0).numpy()
@@ -126,6 +129,7 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
         "input": str(cfg.input),
         "counts": {"images": len(files), "anomalous": flagged, "unreadable": len(unreadable)},
         "threshold": threshold_facts(module, cfg.threshold, cfg.threshold_quantile),
+        "overlay_scale": {"range": list(scale), "from": scale_name.removeprefix("score map (").removesuffix(")")},
         # decoding and scoring; and the whole call with the CSV, the overlays and TensorBoard
         "timings": {"predict_s": seconds, "images_per_s": len(files) / seconds, "total_s": time.perf_counter() - start},
         "versions": versions(),

@@ -133,6 +133,7 @@ def check_top_level(cfg: DictConfig) -> None:
     quantile = cfg.threshold_quantile
     if isinstance(quantile, bool) or not isinstance(quantile, int | float) or not 0 < quantile <= 1:
         raise UserError(f"threshold_quantile must be in (0, 1] (0.99 = the 99th percentile), got {quantile!r}")
+    check_choice("overlay_scale", cfg.get("overlay_scale", "normals"), ("normals", "call"))
     if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
         raise UserError(f"threads must be a positive integer or null, got {cfg.threads!r}")
 

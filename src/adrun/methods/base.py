@@ -28,6 +28,8 @@ class AnomalyModule(pl.LightningModule):
         # many normals it rests on (0: not calibrated, no threshold).
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
         self.register_buffer("threshold_normals", torch.zeros((), dtype=torch.long))
+        # The range (min, max) of the validation normals' score maps, predict's fixed colour scale; (0, 0): none.
+        self.register_buffer("map_scale", torch.zeros(2, dtype=torch.float64))
         self.finite_checks = FiniteChecks()
         self.normals_only_training = False  # set at fit start: whether the training set holds normals only
 
@@ -57,8 +59,9 @@ class AnomalyModule(pl.LightningModule):
         return self.score(batch).detached()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints from before the threshold was a buffer kept it beside the weights."""
+        """Checkpoints from before the threshold was a buffer kept it beside the weights; older ones lack map_scale."""
         state, saved = checkpoint["state_dict"], checkpoint.get("adrun", {}).get("calibration") or {}
+        state.setdefault("map_scale", torch.zeros(2, dtype=torch.float64))  # checkpoints from before it existed
         if "threshold" not in state:
             value = saved.get("threshold")
             state["threshold"] = torch.tensor(value or 0.0, dtype=torch.float64)

@@ -11,7 +11,16 @@ __version__ = "0.1.0"
 
 
 class _Stdout(logging.StreamHandler):
-    """A handler on whatever sys.stdout is when a line is written (a test's capture, a launcher's redirect)."""
+    """A handler on whatever sys.stdout is when a line is written (a test's capture, a launcher's redirect), through
+    tqdm so that a line said while a progress bar runs gets a line of its own above the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stdout)
+        except Exception:
+            self.handleError(record)
 
     @property
     def stream(self):

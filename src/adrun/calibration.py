@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 import torch
 
@@ -29,7 +30,8 @@ def validation_normal_scores(module, datamodule, forward_context) -> tuple[torch
     module.eval()
     scores, low, high = [], math.inf, -math.inf
     with torch.no_grad(), forward_context():
-        for batch in tqdm(datamodule.val_dataloader(), desc="calibration on the validation normals", leave=False):
+        batches = tqdm(datamodule.val_dataloader(), desc="calibration", leave=False, file=sys.stdout)  # as Lightning's
+        for batch in batches:
             batch = {key: value.to(module.device) for key, value in batch.items()}
             normal = batch["label"] == 0
             if normal.any():

@@ -201,10 +201,15 @@ class OGNet(AnomalyModule):
                 f"ognet: phase 2, {h.phase2_iterations} iterations from epoch {epoch}: D alone on good (X, G(X)) and "
                 "bad (G_old(X), pseudo anomalies) examples"
             )
+            for key in [k for k in self.trainer.progress_bar_metrics if k.startswith("phase1/")]:
+                del self.trainer.progress_bar_metrics[key]  # phase 2's bar shows phase 2's losses only
         bar = self.trainer.progress_bar_callback  # its own hook ran first and wrote "Epoch N"
         if isinstance(bar, TQDMProgressBar) and bar.is_enabled:
             with contextlib.suppress(TypeError):  # no bar yet
                 bar.train_progress_bar.set_description(f"Phase {2 if self.in_phase2 else 1} · epoch {epoch}")
+                left = self.hparams.phase2_iterations - int(self.phase2_steps)
+                if self.in_phase2 and left < bar.train_progress_bar.total:
+                    bar.train_progress_bar.reset(total=left)  # phase 2's last epoch ends early: its bar ends at 100 %
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> int | None:
         if self.in_phase2 and self.phase2_steps >= self.hparams.phase2_iterations:

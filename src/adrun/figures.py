@@ -193,3 +193,20 @@ def overlays_figure(pictures: list[np.ndarray], titles: list[str]) -> Figure:
         ax.set_title(title, fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def named_rows(rows: dict[str, np.ndarray], title: str) -> Figure:
+    """Equally long rows of images ([N, H, W, 3] in [0, 1]), each row named on its left: e.g. OGNet's X, G(X),
+    G_old(X) and pseudo anomalies."""
+    n = len(next(iter(rows.values())))
+    figure = Figure(figsize=(1.0 * n + 1.4, 1.05 * len(rows) + 0.4), dpi=90)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = figure.add_subplot(len(rows), n, r * n + c + 1)
+            ax.imshow(images[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7)
+    figure.suptitle(title, fontsize=8)
+    return figure

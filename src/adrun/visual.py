@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torchvision.utils import make_grid
 
 # An "inferno"-like ramp: black → purple → red → orange → pale yellow, linearly interpolated.
 HEAT_STOPS = torch.tensor(
@@ -25,8 +24,3 @@ def to_rgb01(images: torch.Tensor) -> torch.Tensor:
     """Model-range images [-1, 1] with 1 or 3 channels → RGB in [0, 1]."""
     images = ((images + 1) / 2).clamp(0, 1)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-
-def image_rows(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Equally long batches of model-range images, one grid row each (e.g. X, G(X), G_old(X), pseudo anomalies)."""
-    return make_grid(torch.cat([to_rgb01(row.detach().float().cpu()) for row in rows]), nrow=len(rows[0]), padding=2)

@@ -66,7 +66,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
-from adrun import visual
+from adrun import figures, visual
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
@@ -336,8 +336,13 @@ class OGNet(AnomalyModule):
         if not isinstance(self.logger, TensorBoardLogger):
             return
         good, old = self.frozen_outputs(x[:n], index[:n])
-        rows = [x[:n], good, old, self.pseudo_anomalies(old)]
-        self.logger.experiment.add_image("phase2/x_g_gold_pseudo", visual.image_rows(rows), self.global_step)
+        rows = {"X": x[:n], "good: G(X)": good, "bad: G_old(X)": old, "bad: pseudo": self.pseudo_anomalies(old)}
+        pictures = {
+            name: visual.to_rgb01(r.detach().float().cpu()).permute(0, 2, 3, 1).numpy() for name, r in rows.items()
+        }
+        title = "phase 2's examples for D: X and G(X) are good, G_old(X) and pseudo anomalies bad (Eq. 4–5)"
+        picture = figures.image(figures.named_rows(pictures, title))
+        self.logger.experiment.add_image("phase2/x_g_gold_pseudo", picture, self.global_step)
 
     # ---- scoring --------------------------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

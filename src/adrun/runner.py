@@ -415,7 +415,7 @@ def record(plan: Plan, run: RunDir, trainer, evaluator, fit_seconds: float, rate
         if metrics.get(key) == metrics.get(key) and key in metrics  # present and not NaN
     )
     log.info(
-        f"{plan.facts['method']} on {plan.facts['data']} (normal: {', '.join(results['normal_class_names'])}): "
+        f"{plan.facts['method']} on {plan.facts['data']} (normal: {datamodule.normal_description(normal_class)}): "
         f"image AUROC {metrics['image_auroc']:.4f}{pixel}{at} · results in {run.path} · view: tensorboard --logdir "
         f"{run.tb}"
     )

@@ -231,6 +231,8 @@ def test_end_to_end_run_with_pixel_metrics(tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "scores.csv").open()))
     assert {r["type"] for r in rows if r["label"] == "1"} == set(ANOMALIES)
     assert {r["type"] for r in rows if r["label"] == "0"} == {"normal"}
+    last = (tmp_path / "run" / "adrun.log").read_text().splitlines()[-1]
+    assert f"ganomaly on folder (normal: {root / 'train' / 'good'}): image AUROC" in last, "not 'normal: normal'"
 
 
 def test_the_command_line_without_folders_is_one_line_and_exit_2(tmp_path, adrun_here):

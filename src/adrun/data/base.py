@@ -372,6 +372,10 @@ class AnomalyDataModule(pl.LightningDataModule):
         """The file path or id of test sample `index` (the batch's `index`)."""
         return self.test_set.ids[index]
 
+    def normal_description(self, normal_class: list[int]) -> str:
+        """What the run's last line calls the normal data: the normal classes' names."""
+        return ", ".join(self.classes[c] for c in normal_class)
+
     def sample_type(self, index: int) -> str:
         """The class name of test sample `index`: its anomaly type (MVTec's defect, a folder's name), or `normal`'s."""
         return self.classes[int(self.test_targets[index])]

@@ -166,6 +166,10 @@ class Folder(AnomalyDataModule):
             masks = torch.cat([empty, anomalies])
         return Split(images, torch.tensor(targets, dtype=torch.long), [str(p) for p in paths], masks)
 
+    def normal_description(self, normal_class: list[int]) -> str:
+        """The training folder, not the class name `normal` ("normal: normal" said nothing)."""
+        return str(self.train_dir)
+
 
 def check_same_aspect(image: Path, mask: Path) -> None:
     """A mask must cover its image: the same aspect ratio (it may be stored at another resolution). Both files have

@@ -36,3 +36,23 @@ def test_the_callback_times_the_first_batches_and_speaks_once(monkeypatch, caplo
         "training will take about 1.7 h on this device (2.00 s/step × 3,000 steps); shorten it with method.epochs"
     )
     assert lines == ([expected] if said else [])
+
+
+def test_a_long_test_pass_is_said_too_with_its_own_keys(monkeypatch, caplog):
+    clock = iter([0.0, eta.TIMED_STEPS * 30.0])  # AnoGAN's Γ = 500 search: 30 s a batch
+    monkeypatch.setattr(eta.time, "perf_counter", lambda: next(clock))
+    trainer = SimpleNamespace(is_global_zero=True, num_test_batches=[157])
+    callback = eta.LongRunWarning(
+        "shorten it with method.epochs", "shorten it with data.test_subset, method.iterations"
+    )
+    caplog.set_level("WARNING", logger="adrun")
+    eta.log.propagate = True
+    try:
+        for batch_idx in range(10):
+            callback.on_test_batch_end(trainer, None, None, None, batch_idx)
+    finally:
+        eta.log.propagate = False
+    assert [r.getMessage() for r in caplog.records] == [
+        "the test pass will take about 1.3 h on this device (30.00 s/step × 157 steps); shorten it with "
+        "data.test_subset, method.iterations"
+    ]

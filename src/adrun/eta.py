@@ -30,20 +30,30 @@ def long_phase_line(what: str, seconds_per_step: float, steps: int, shorter: str
 
 
 class LongRunWarning(Callback):
-    """Times training batches 2..1+TIMED_STEPS and, when all of fit's batches would take over an hour at that rate,
-    says so once with the keys that shorten it (the method's epoch keys, the data budget, a GPU)."""
+    """Times batches 2..1+TIMED_STEPS of training and of the test pass and, when all of that phase's batches would take
+    over an hour at that rate, says so once with the keys that shorten it (the method's epoch keys, the data budget, a
+    GPU; for the test pass, e.g. AnoGAN's latent search, the test budget and the method's per-image work)."""
 
-    def __init__(self, shorter: str):
-        self.shorter, self.started, self.said = shorter, None, False
+    def __init__(self, shorter: str, shorter_test: str = ""):
+        self.shorter = {"training": shorter, "the test pass": shorter_test or shorter}
+        self.started: dict[str, float] = {}
+        self.said: set[str] = set()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.said or trainer.current_epoch or not trainer.is_global_zero:
+    def _time(self, phase: str, batch_idx: int, batches: int) -> None:
+        if phase in self.said:
             return
         if batch_idx == 0:
-            self.started = time.perf_counter()
-        elif batch_idx == TIMED_STEPS and self.started is not None:
-            self.said = True
-            per_batch = (time.perf_counter() - self.started) / TIMED_STEPS
-            total = int(trainer.max_epochs * trainer.num_training_batches)
-            if line := long_phase_line("training", per_batch, total, self.shorter):
+            self.started[phase] = time.perf_counter()
+        elif batch_idx == TIMED_STEPS and phase in self.started:
+            self.said.add(phase)
+            per_batch = (time.perf_counter() - self.started[phase]) / TIMED_STEPS
+            if line := long_phase_line(phase, per_batch, batches, self.shorter[phase]):
                 log.warning(line)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and trainer.is_global_zero:
+            self._time("training", batch_idx, int(trainer.max_epochs * trainer.num_training_batches))
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.is_global_zero:
+            self._time("the test pass", batch_idx, int(sum(trainer.num_test_batches)))

@@ -323,6 +323,13 @@ def shorter_keys(plan: Plan) -> str:
     return f"shorten it with {keys}{gpu}"
 
 
+def shorter_test_keys(plan: Plan) -> str:
+    """What shortens a long test pass: the test budget, the method's per-image work (AnoGAN's Γ), a GPU."""
+    work = [f"method.{k}" for k in ("iterations", "patch_sizes") if k in plan.config["method"]]
+    gpu = "" if plan.trainer_args.get("accelerator") == "gpu" else "; or run it on a GPU (hardware=gpu)"
+    return f"shorten it with {', '.join(['data.test_subset', *work])}{gpu}"
+
+
 def fit_and_test(plan: Plan, run: RunDir, writes: bool) -> dict:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -349,7 +356,14 @@ def fit_and_test(plan: Plan, run: RunDir, writes: bool) -> dict:
     trainer = build_trainer(
         plan,
         run,
-        [timer, evaluator, checkpoints, RandomState(), RunConfig(plan.config), LongRunWarning(shorter_keys(plan))],
+        [
+            timer,
+            evaluator,
+            checkpoints,
+            RandomState(),
+            RunConfig(plan.config),
+            LongRunWarning(shorter_keys(plan), shorter_test_keys(plan)),
+        ],
         module,
         max_epochs=epochs,
         **({} if datamodule.has_validation else {"limit_val_batches": 0}),

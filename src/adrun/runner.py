@@ -86,6 +86,8 @@ def prepare(cfg: DictConfig, run_dir: Path, overrides: list[str] = (), hardware:
     elif cfg.ckpt is not None:
         checkpoint = Checkpoint.open(cfg.ckpt)
         checkpoint.check_method(cfg.method._target_)
+    if cfg.data.get("channels") == "auto":
+        cfg.data.channels = auto_channels(cfg.data)
     if checkpoint is not None:
         checkpoint.check_fits(int(cfg.data.image_size), int(cfg.data.channels))
     check_accelerator(cfg)
@@ -101,6 +103,24 @@ def prepare(cfg: DictConfig, run_dir: Path, overrides: list[str] = (), hardware:
     if plan.finished is None:
         plan.built = build(plan, checkpoint)
     return plan
+
+
+def auto_channels(data: DictConfig) -> int:
+    """`data.channels=auto` (data=folder): 1 when every training image is grey, else 3; said in one line."""
+    from adrun.data.images import all_grey, list_images
+
+    train_dir = Path(str(data.get("train_dir") or "")).expanduser()
+    if "train_dir" not in data:
+        raise UserError("data.channels=auto reads the training folder's files: it is for data=folder; set 1 or 3")
+    if not train_dir.is_dir():
+        return 3  # the folder's own check names the problem when the data are built
+    files = list_images(train_dir)
+    channels = 1 if all_grey(files) else 3
+    kind = "all grey" if channels == 1 else "in colour (some or all)"
+    log.info(
+        f"data.channels=auto: the {len(files)} training images in {train_dir} are {kind}, so {channels} channel(s)"
+    )
+    return channels
 
 
 def facts_of(cfg: DictConfig, overrides: list[str], hardware: str | None) -> dict:

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from adrun.data.folder import Folder
+from adrun.errors import UserError
 from tests.conftest import one_line_error, run_on_fixture
 from tests.fixtures.folder import ANOMALIES, SIZE, draw, write_folders
 
@@ -241,3 +242,21 @@ def test_the_command_line_without_folders_is_one_line_and_exit_2(tmp_path, adrun
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("adrun: error: data.train_dir"), err
     assert "data.test_anomaly_dirs" in lines[0]
+
+
+def test_channels_auto_is_one_for_grey_files_and_three_when_any_is_colour(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from adrun.runner import auto_channels
+
+    grey, mixed = tmp_path / "grey", tmp_path / "mixed"
+    for folder in (grey, mixed):
+        folder.mkdir()
+        for i in range(3):
+            Image.new("L", (8, 8), color=40 * i).save(folder / f"{i}.png")
+    Image.new("RGB", (8, 8), color=(9, 90, 200)).save(mixed / "3.png")
+    assert auto_channels(OmegaConf.create({"train_dir": str(grey)})) == 1
+    assert "the 3 training images in" in capsys.readouterr().out
+    assert auto_channels(OmegaConf.create({"train_dir": str(mixed)})) == 3
+    with pytest.raises(UserError, match="it is for data=folder"):
+        auto_channels(OmegaConf.create({"root": "x"}))

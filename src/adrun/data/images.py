@@ -46,6 +46,21 @@ def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[
     return sorted(p for p in folder.iterdir() if p.is_file() and visible(p) and p.suffix.lower() in suffixes)
 
 
+GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # PIL modes without colour
+
+
+def all_grey(paths: Sequence[Path]) -> bool:
+    """Whether every file stores grey pixels (read from its header only; an unreadable one counts as colour)."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if image.mode not in GREY_MODES:
+                    return False
+        except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError):
+            return False
+    return bool(paths)
+
+
 def list_dirs(folder: Path) -> list[Path]:
     """The visible sub-folders of `folder`, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and visible(p))

@@ -173,6 +173,7 @@ class Table:
     row_names: dict
     failed: list[Run]
     left_out_seeds: dict  # column → seeds left out of the mean row (they miss a row)
+    seed_draws_data: bool = False  # data.seed = seed in every run: each seed also draws its own subsets and splits
 
 
 def build_table(runs: list[Run], metric: str) -> Table:
@@ -222,7 +223,8 @@ def build_table(runs: list[Run], metric: str) -> Table:
                 references[column] = block
     row_names = {k: v for r in ok for k, v in r.row_names.items()}
     failed = [r for r in runs if r.status != "ok"]
-    return Table(metric, row, rows, columns, cells, references, row_names, failed, left_out)
+    draws = all(r.data.get("seed") == r.seed for r in ok) and len({r.seed for r in ok}) > 1
+    return Table(metric, row, rows, columns, cells, references, row_names, failed, left_out, draws)
 
 
 def sort_key(value):
@@ -280,6 +282,11 @@ def markdown(table: Table) -> str:
             else "."
         )
     ]
+    if table.seed_draws_data:
+        notes.append(
+            "data.seed follows seed: each seed also draws its own data (subsets, validation split), so the spread "
+            "is over both the training and the data drawn."
+        )
     if short:
         notes.append("† fewer seeds than the other cells: " + "; ".join(short) + ".")
     for column, seeds in table.left_out_seeds.items():

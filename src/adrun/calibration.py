@@ -28,7 +28,7 @@ def validation_normal_scores(module, datamodule, forward_context) -> tuple[torch
     from tqdm.auto import tqdm
 
     module.eval()
-    scores, low, high = [], math.inf, -math.inf
+    scores, lows, highs = [], [], []
     with torch.no_grad(), forward_context():
         batches = tqdm(datamodule.val_dataloader(), desc="calibration", leave=False, file=sys.stdout)  # as Lightning's
         for batch in batches:
@@ -37,8 +37,11 @@ def validation_normal_scores(module, datamodule, forward_context) -> tuple[torch
             if normal.any():
                 scored = module.score({key: value[normal] for key, value in batch.items()})
                 scores.append(scored.image.float().cpu())
-                low, high = min(low, scored.map.min().item()), max(high, scored.map.max().item())
-    return (torch.cat(scores) if scores else torch.empty(0)), (low, high)
+                lows.append(scored.map.amin())  # kept on the device: one read after the loop, not one per batch
+                highs.append(scored.map.amax())
+    if not scores:
+        return torch.empty(0), (math.inf, -math.inf)
+    return torch.cat(scores), (torch.stack(lows).min().item(), torch.stack(highs).max().item())
 
 
 def calibrate(module, datamodule, quantile: float, forward_context) -> None:

@@ -231,6 +231,12 @@ def sort_key(value):
     return (0, value, "") if isinstance(value, int | float) else (1, 0, json.dumps(value))
 
 
+def row_label(table: Table, row: str) -> str:
+    """A row's value with its class name where the data name classes (`0 T-shirt/top`), else the value alone."""
+    name = table.row_names.get(row)
+    return f"{row} {name}" if name and name != row else row
+
+
 def cell_text(cell: Cell | None, digits: int = 3) -> str:
     if cell is None or cell.mean is None:
         return "–"
@@ -259,8 +265,7 @@ def markdown(table: Table) -> str:
     short = []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in [*table.rows, *(["mean"] if len(table.rows) > 1 else [])]:
-        name = table.row_names.get(row)
-        cells = [f"{row} {name}" if name and name != row else f"**{row}**" if row == "mean" else row]
+        cells = [f"**{row}**" if row == "mean" else row_label(table, row)]
         for column in table.columns:
             cell = table.cells.get((row, column))
             text = cell_text(cell)
@@ -325,7 +330,7 @@ def write_report(paths: list[str], metric: str, out: Path) -> str:
     labels = [*table.rows, *(["mean"] if len(table.rows) > 1 else [])]
     means = [[_mean(table.cells.get((r, c))) for r in labels] for c in table.columns]
     stds = [[_std(table.cells.get((r, c))) for r in labels] for c in table.columns]
-    names = [f"{r} {table.row_names[r]}" if table.row_names.get(r, r) != r else r for r in labels]
+    names = [row_label(table, r) for r in labels]
     save_png(report_figure(names, table.columns, means, stds, metric), out / "report.png")
     return text
 

@@ -1,10 +1,24 @@
 """Long work says how long: the estimate line, and the callback that times a fit's first batches."""
 
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 
 from adrun import eta
+
+
+@contextmanager
+def adrun_lines(caplog):
+    """The records adrun's logger emits in the block, each once. adrun's logger does not propagate (it writes to stdout
+    itself), so caplog's handler goes on it directly; pytest ≥ 9.2 puts it there too on set_level (a logger holds a
+    handler once), and older versions do not — propagating as well would count each record twice under 9.2."""
+    caplog.set_level("WARNING", logger="adrun")
+    eta.log.addHandler(caplog.handler)
+    try:
+        yield caplog.records
+    finally:
+        eta.log.removeHandler(caplog.handler)
 
 
 def test_a_phase_over_an_hour_gets_one_line_with_its_estimate_and_the_keys():
@@ -24,14 +38,10 @@ def test_the_callback_times_the_first_batches_and_speaks_once(monkeypatch, caplo
     monkeypatch.setattr(eta.time, "perf_counter", lambda: next(clock))
     trainer = SimpleNamespace(current_epoch=0, is_global_zero=True, max_epochs=15, num_training_batches=200)
     callback = eta.LongRunWarning("shorten it with method.epochs")
-    caplog.set_level("WARNING", logger="adrun")
-    eta.log.propagate = True  # adrun's logger writes to stdout itself; let caplog see it too
-    try:
+    with adrun_lines(caplog) as records:
         for batch_idx in range(20):
             callback.on_train_batch_end(trainer, None, None, None, batch_idx)
-    finally:
-        eta.log.propagate = False
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [r.getMessage() for r in records]
     expected = (
         "training will take about 1.7 h on this device (2.00 s/step × 3,000 steps); shorten it with method.epochs"
     )
@@ -45,14 +55,10 @@ def test_a_long_test_pass_is_said_too_with_its_own_keys(monkeypatch, caplog):
     callback = eta.LongRunWarning(
         "shorten it with method.epochs", "shorten it with data.test_subset, method.iterations"
     )
-    caplog.set_level("WARNING", logger="adrun")
-    eta.log.propagate = True
-    try:
+    with adrun_lines(caplog) as records:
         for batch_idx in range(10):
             callback.on_test_batch_end(trainer, None, None, None, batch_idx)
-    finally:
-        eta.log.propagate = False
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in records] == [
         "the test pass will take about 1.3 h on this device (30.00 s/step × 157 steps); shorten it with "
         "data.test_subset, method.iterations"
     ]

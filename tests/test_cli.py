@@ -12,7 +12,7 @@ def test_help_is_a_map_naming_every_option_of_every_group_and_the_modes():
     assert out.returncode == 0
     listing = out.stdout.split("Groups (group=option)")[1].split("Keys you will want")[0]
     blocks = dict(re.findall(r"^  (\w+)=([^=]*?)(?=^  \w+=|\Z)", listing, flags=re.M | re.S))
-    assert set(blocks) == {"method", "data", "hardware", "experiment", "launcher"}, "conf/shared is internal"
+    assert set(blocks) == {"method", "data", "hardware", "logger", "experiment", "launcher"}, "conf/shared is internal"
     for group, text in blocks.items():
         options = {p.stem for p in (config_dir() / group).glob("*.yaml")}
         named = set(re.findall(r"\w+", text))

@@ -29,6 +29,14 @@ def test_the_roc_figure_marks_the_thresholds_operating_point_and_renders_to_an_i
     assert rendered.dtype == torch.uint8 and rendered.shape == (3, 420, 420) and rendered.float().std() > 10
 
 
+def test_the_pr_figure_marks_the_thresholds_point_and_the_no_skill_line():
+    figure = figures.pr_figure(np.array([0.5, 0.8, 1]), np.array([1, 0.6, 0]), 0.75, 0.5, at_threshold=(0.6, 0.8))
+    *_, no_skill, point = figure.axes[0].lines
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (0.6, 0.8) and list(no_skill.get_ydata()) == [0.5, 0.5]
+    assert "AP 0.7500" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert figures.image(figure).shape == (3, 420, 420)
+
+
 @pytest.mark.parametrize(("rows", "columns", "kind"), [(10, 3, "bars"), (40, 2, "heat map")])
 def test_the_report_figure_is_bars_or_a_heat_map(rows, columns, kind):
     means = [[0.5 + 0.01 * r for r in range(rows)] for _ in range(columns)]

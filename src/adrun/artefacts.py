@@ -7,7 +7,9 @@
               scores.csv          one row per test sample (train and test modes)
               predictions.csv     one row per input image (predict mode), overlays/ beside it
               checkpoints/last.ckpt   rewritten at each epoch's end; carries the config and the threshold
-              tb/                 TensorBoard
+              figures/<tag>.png   every figure the run drew ('/' in its tag as '__'), whichever loggers were chosen
+              tb/                 TensorBoard (logger=tensorboard, the default); csv/, mlflow.db + mlartifacts/,
+                                  wandb/ for the other loggers' stores in the run dir (adrun/loggers.py)
 
 Every file is written through a temporary file and renamed: a half-written file never looks like a result.
 """
@@ -59,6 +61,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.ckpt")
     tb = property(lambda self: self.path / "tb")
+    figures = property(lambda self: self.path / "figures")
 
     @contextmanager
     def log(self):
@@ -76,6 +79,17 @@ class RunDir:
     def is_fresh(self) -> bool:
         """Nothing of adrun's here yet: the dir is absent or holds only what Hydra made for this very run."""
         return not self.path.exists() or all(p.name in HYDRA_OWN for p in self.path.iterdir())
+
+    def remove_refused(self) -> None:
+        """A run refused before anything was written: its dir goes, and the empty folders made for it up to the
+        working dir (outputs/runs/<method>/<data>/), so nothing looks like a run."""
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+        stop, parent = Path.cwd().resolve(), self.path.resolve().parent
+        while parent != stop and stop in parent.parents and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
     def read_results(self) -> dict | None:
         return json.loads(self.results.read_text()) if self.results.exists() else None

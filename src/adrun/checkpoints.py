@@ -3,8 +3,8 @@
 Every checkpoint carries the run's resolved config (`RunConfig`) and the calibrated threshold (a buffer of the method,
 saved with its weights), and the random generators as they were (`RandomState`), so that
 - `mode=test` / `mode=predict` rebuild the method and the preprocessing from the checkpoint alone (`merged_config`:
-  the command line sets the hardware, the mode and its inputs, the threshold; `data=<other>`; single `method.*`,
-  `data.*` and `trainer.*` keys on top of the checkpoint's);
+  the command line sets the hardware, the loggers, the mode and its inputs, the threshold; `data=<other>`; single
+  `method.*`, `data.*` and `trainer.*` keys on top of the checkpoint's);
 - `resume=true` ends with the same scores as a run that was never stopped: Lightning restores weights, optimisers and
   loops, `RandomState` the generators (torch, CUDA, NumPy, Python) at the start of the first resumed epoch — after the
   setup hooks, which draw their own numbers, and before the epoch's shuffle and noise. On a GPU that holds with
@@ -26,7 +26,7 @@ from pytorch_lightning.callbacks import Callback
 from adrun.errors import UserError
 
 # What a later use of a checkpoint takes from its own command line rather than from the checkpoint's config:
-FROM_COMMAND_LINE = ("mode", "ckpt", "input", "threshold", "threads", "hardware", "seed", "resume")
+FROM_COMMAND_LINE = ("mode", "ckpt", "input", "threshold", "threads", "hardware", "logger", "seed", "resume")
 FROM_COMMAND_LINE += ("strict", "overlay_scale")  # predict's
 SINGLE_KEYS = ("method", "data", "trainer")  # `method.iterations=9`, `data.test_subset=100`: applied on top
 _opened: dict[tuple[str, int], Checkpoint] = {}  # the last file opened, so the CLI and the runner read it once
@@ -123,7 +123,7 @@ class Checkpoint:
             self.check_method(cfg.method._target_)
         with open_dict(saved):
             for key in FROM_COMMAND_LINE:
-                saved[key] = cfg[key]
+                saved[key] = cfg.get(key)  # None where the command line removed it (`~logger`: no loggers)
             if "data" in chosen:
                 saved.data = cfg.data
             for key in sorted(chosen):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from pytorch_lightning import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
 from scipy import ndimage
 from torchmetrics.functional.classification import (
     binary_auroc,
@@ -23,7 +22,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
-from adrun import figures, visual
+from adrun import figures, loggers, visual
 from adrun.calibration import decision_threshold
 from adrun.scores import Scores
 
@@ -214,13 +213,14 @@ class Evaluator(Callback):
             types = [trainer.datamodule.sample_type(i) for i in self.outputs.index.tolist()]
             self.metrics |= auroc_per_type(self.outputs.scores, self.outputs.labels, types)
         pl_module.log_dict({f"test/{key}": value for key, value in self.metrics.items()}, rank_zero_only=True)
-        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
+        if trainer.is_global_zero:
             self.log_figures(trainer, pl_module)
 
     def log_figures(self, trainer, pl_module) -> None:
         """The most and least anomalous test samples as a grid, the PR curve, the score histogram of normals and
-        anomalies with the threshold drawn, and the ROC curve with the threshold's operating point."""
-        outputs, writer, step = self.outputs, trainer.logger.experiment, logging_step(trainer)
+        anomalies with the threshold drawn, and the ROC curve with the threshold's operating point: to every logger and
+        as PNGs in the run dir (`loggers.log_figure`); TensorBoard also gets its own interactive PR curve."""
+        outputs, step = self.outputs, logging_step(trainer)
         order = outputs.scores.argsort(descending=True)
         per_block = min(EXTREMES, (len(order) + 1) // 2)
         chosen = torch.cat([order[:per_block], order[per_block:][-per_block:]])
@@ -237,20 +237,40 @@ class Evaluator(Callback):
         pictures = {k: v.numpy() if v.dim() == 3 else v.permute(0, 2, 3, 1).numpy() for k, v in pictures.items()}
         labels = outputs.labels[chosen].numpy()
         grid = figures.extremes_figure(pictures, outputs.scores[chosen].numpy(), labels, self.threshold, per_block)
-        writer.add_image("test/most_and_least_anomalous", figures.image(grid), step)
+        loggers.log_figure(trainer, "test/most_and_least_anomalous", grid, step)
         low, span = outputs.scores.min().item(), max(outputs.scores.max().item() - outputs.scores.min().item(), 1e-12)
-        writer.add_pr_curve("test/pr_curve", outputs.labels, (outputs.scores - low) / span, step)  # affine in score
+        loggers.log_pr_curve(trainer, "test/pr_curve", outputs.labels, (outputs.scores - low) / span, step)
         axis = f"threshold t on the PR curve ↔ score {low:.6g} + t · {span:.6g}"
         if self.threshold is not None:
             axis += f"; the calibrated threshold {self.threshold:.6g} is t = {(self.threshold - low) / span:.4f}"
-        writer.add_text("test/pr_curve_threshold_axis", axis, step)
+        loggers.log_text(trainer, "test/pr_curve_threshold_axis", axis, step)
         histogram = figures.score_histogram(outputs.scores.numpy(), outputs.labels.numpy(), self.threshold)
-        writer.add_image("test/score_histogram", figures.image(histogram), step)
+        loggers.log_figure(trainer, "test/score_histogram", histogram, step)
         if outputs.labels.min() != outputs.labels.max():
-            fpr, tpr, _ = binary_roc(unit_ranks(outputs.scores), outputs.labels.long())
+            ranks, labels = unit_ranks(outputs.scores), outputs.labels.long()
+            fpr, tpr, _ = binary_roc(ranks, labels)
             point = (self.metrics["image_fpr_at_threshold"], self.metrics["image_tpr_at_threshold"])
             roc = figures.roc_figure(fpr.numpy(), tpr.numpy(), self.metrics["image_auroc"], point)
-            writer.add_image("test/roc_curve", figures.image(roc), step)
+            loggers.log_figure(trainer, "test/roc_curve", roc, step)
+            precision, recall, _ = binary_precision_recall_curve(ranks, labels)
+            pr = figures.pr_figure(
+                precision.numpy(),
+                recall.numpy(),
+                self.metrics["image_ap"],
+                labels.float().mean().item(),
+                precision_at(outputs.scores, labels, self.threshold),
+            )
+            loggers.log_figure(trainer, "test/precision_recall", pr, step)
+
+
+def precision_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float | None) -> tuple[float, float] | None:
+    """(recall, precision) of calling `score ≥ threshold` anomalous: the threshold's point on the PR curve."""
+    if threshold is None:
+        return None
+    flagged = scores >= threshold
+    if not flagged.any():
+        return None
+    return (flagged[labels == 1].float().mean().item(), labels[flagged].float().mean().item())
 
 
 def logging_step(trainer) -> int:

@@ -1,4 +1,4 @@
-"""Plots drawn with matplotlib (no pyplot, no display): a test pass's score histogram and ROC curve, and the
+"""Plots drawn with matplotlib (no pyplot, no display): a test pass's score histogram, ROC and PR curves, and the
 report's grouped bars or heat map. `image(figure)` gives TensorBoard's [3, H, W] tensor, `save_png` a file."""
 
 from __future__ import annotations
@@ -52,14 +52,32 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float | N
 
 def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float, at_threshold: tuple[float, float] | None) -> Figure:
     """The ROC curve with its AUROC, and the operating point of the calibrated threshold (FPR, TPR) marked."""
+    chance = ([0, 1], [0, 1], None)
+    labels = ("false-positive rate", "true-positive rate", "lower right")
+    return curve_figure(fpr, tpr, f"AUROC {auroc:.4f}", chance, at_threshold, *labels)
+
+
+def pr_figure(
+    precision: np.ndarray, recall: np.ndarray, ap: float, prevalence: float, at_threshold: tuple[float, float] | None
+) -> Figure:
+    """The precision–recall curve (anomalies positive) with its average precision, the no-skill line at the test set's
+    anomaly rate, and the operating point of the calibrated threshold (recall, precision) marked."""
+    chance = ([0, 1], [prevalence, prevalence], f"no skill ({prevalence:.2f})")
+    labels = ("recall (true-positive rate)", "precision", "lower left")
+    return curve_figure(recall, precision, f"AP {ap:.4f}", chance, at_threshold, *labels)
+
+
+def curve_figure(x, y, label: str, chance: tuple, at_threshold, xlabel: str, ylabel: str, legend: str) -> Figure:
+    """A curve in the unit square labelled with its summary, the chance line (`chance`: xs, ys, its label or None),
+    and the calibrated threshold's operating point (x, y) marked: the ROC and PR figures."""
     figure = Figure(figsize=(4.2, 4.2), dpi=100)
     ax = figure.add_subplot()
-    ax.plot(fpr, tpr, color=ANOMALOUS, label=f"AUROC {auroc:.4f}")
-    ax.plot([0, 1], [0, 1], color="#999999", linewidth=0.8, linestyle=":")
+    ax.plot(x, y, color=ANOMALOUS, label=label)
+    ax.plot(chance[0], chance[1], color="#999999", linewidth=0.8, linestyle=":", label=chance[2])
     if at_threshold is not None and all(map(math.isfinite, at_threshold)):
         ax.plot(*at_threshold, "o", color=THRESHOLD, label="calibrated threshold")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate", ylabel="true-positive rate")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=xlabel, ylabel=ylabel)
+    ax.legend(loc=legend, fontsize=8)
     figure.tight_layout()
     return figure
 

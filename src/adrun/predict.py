@@ -8,7 +8,7 @@ channel conversion and resize as every dataset), scored by the method's own `sco
   `unreadable` and its error, and every other file is still scored (`strict=true`: the call then exits non-zero);
 - `overlays/<file>.png`: each input at its own aspect (enlarged to 128 px when smaller) with its score map in colour
   over it, titled with its score and decision, and the colour bar of the map scale (one scale for the whole call, so
-  images compare); the first 16 in TensorBoard as one picture (`predict/overlays`);
+  images compare); the first 16 as one picture (`predict/overlays`) to every logger and in figures/ (adrun.loggers);
 - `results.json`: how many images, how many flagged, the threshold, images/s.
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from adrun import figures, visual
+from adrun import figures, loggers, visual
 from adrun.artefacts import RunDir, versions
 from adrun.calibration import decision_threshold, threshold_facts
 from adrun.data.base import ImageSet, keep_batch
@@ -35,7 +35,7 @@ from adrun.errors import UserError
 log = logging.getLogger(__name__)
 
 OVERLAY_ALPHA = 0.5  # the score map's weight over the image
-TENSORBOARD_OVERLAYS = 16  # the first this many overlays go to TensorBoard, as one picture; every one is a PNG
+LOGGED_OVERLAYS = 16  # the first this many overlays go to the loggers, as one picture; every one is a PNG
 
 
 def input_files(pattern: str | None) -> list[Path]:
@@ -116,11 +116,11 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
         figures.save_png(
             figures.overlay_figure(picture, title, scale, scale_name), run.overlays / overlay_name(file, root)
         )
-        if len(shown) < TENSORBOARD_OVERLAYS:
+        if len(shown) < LOGGED_OVERLAYS:
             shown.append((picture, f"{score:.4g} {decision}"))
     grid = figures.overlays_figure([p for p, _ in shown], [t for _, t in shown])
-    trainer.logger.experiment.add_image("predict/overlays", figures.image(grid), 0)
-    trainer.logger.finalize("success")
+    loggers.log_figure(trainer, "predict/overlays", grid, 0)
+    loggers.finish(trainer)
     flagged = sum(d == "anomalous" for d in decisions)
     results = {
         "status": "ok",
@@ -130,7 +130,7 @@ def predict(cfg: DictConfig, module, trainer, run: RunDir, checkpoint: str) -> d
         "counts": {"images": len(files), "anomalous": flagged, "unreadable": len(unreadable)},
         "threshold": threshold_facts(module, cfg.threshold, cfg.threshold_quantile),
         "overlay_scale": {"range": list(scale), "from": scale_name.removeprefix("score map (").removesuffix(")")},
-        # decoding and scoring; and the whole call with the CSV, the overlays and TensorBoard
+        # decoding and scoring; and the whole call with the CSV, the overlays and the loggers
         "timings": {"predict_s": seconds, "images_per_s": len(files) / seconds, "total_s": time.perf_counter() - start},
         "versions": versions(),
     }

@@ -143,12 +143,13 @@ def test_g_old_is_the_low_epoch_snapshot_and_stays_fixed_through_phase_2(tmp_pat
     trainer = pl.Trainer(
         max_epochs=module.trainer_epochs(datamodule.batches_per_epoch()), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[snapshots],
+        callbacks=[snapshots], default_root_dir=tmp_path,  # phase 2's examples are a PNG in <root>/figures
     )  # fmt: skip
     trainer.fit(module, datamodule)
     per_epoch = len(datamodule.train_dataloader())
     assert datamodule.batches_per_epoch() == per_epoch
     assert trainer.current_epoch == 3 + math.ceil(9 / per_epoch) and int(module.phase2_steps) == 9
+    assert (tmp_path / "figures" / "phase2__x_g_gold_pseudo.png").exists(), "a PNG without any logger too"
     s = snapshots.at_end
     assert same(s[1]["generator_old"], s[0]["generator"])  # G_old = G after low_epoch = 1 epoch …
     assert not same(s[1]["generator"], s[0]["generator"])  # … while G went on training

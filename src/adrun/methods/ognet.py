@@ -63,10 +63,10 @@ import math
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
-from adrun import figures, visual
+from adrun import figures, loggers, visual
+from adrun.contract import Count
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
@@ -145,16 +145,16 @@ class OGNet(AnomalyModule):
         self,
         image_size: int,
         channels: int,
-        width: int = 64,
+        width: Count = 64,
         noise_std: float = 0.81,
         noise_clamp: bool = True,
         w_adv: float = 0.5,
         w_rec: float = 0.5,
         g_lr: float = 1e-3,
         d_lr: float = 1e-4,
-        low_epoch: int = 2,
-        high_epoch: int = 5,
-        phase2_iterations: int = 75,
+        low_epoch: Count = 2,
+        high_epoch: Count = 5,
+        phase2_iterations: Count = 75,
         phase2_lr: float = 5e-5,
         alpha: float = 0.1,
         beta: float = 0.001,
@@ -332,17 +332,16 @@ class OGNet(AnomalyModule):
         self._frozen_outputs = {}
 
     def log_phase2_examples(self, x: torch.Tensor, index: torch.Tensor, n: int = 8) -> None:
-        """X, G(X), G_old(X) and pseudo anomalies, one row each, once at phase 2's start."""
-        if not isinstance(self.logger, TensorBoardLogger):
-            return
+        """X, G(X), G_old(X) and pseudo anomalies, one row each, once at phase 2's start: drawn on every rank whatever
+        the loggers (the pseudo anomalies draw random numbers), shown by rank 0 (`loggers.log_figure`)."""
         good, old = self.frozen_outputs(x[:n], index[:n])
         rows = {"X": x[:n], "good: G(X)": good, "bad: G_old(X)": old, "bad: pseudo": self.pseudo_anomalies(old)}
         pictures = {
             name: visual.to_rgb01(r.detach().float().cpu()).permute(0, 2, 3, 1).numpy() for name, r in rows.items()
         }
         title = "phase 2's examples for D: X and G(X) are good, G_old(X) and pseudo anomalies bad (Eq. 4–5)"
-        picture = figures.image(figures.named_rows(pictures, title))
-        self.logger.experiment.add_image("phase2/x_g_gold_pseudo", picture, self.global_step)
+        grid = figures.named_rows(pictures, title)
+        loggers.log_figure(self.trainer, "phase2/x_g_gold_pseudo", grid, self.global_step)
 
     # ---- scoring --------------------------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

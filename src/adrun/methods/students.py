@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adrun.contract import Count
 from adrun.data.images import IMAGE_SUFFIXES, decode_all, visible
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
@@ -54,7 +55,7 @@ class Students(AnomalyModule):
         image_size: int,
         channels: int,
         patch_sizes: list[int] = (33,),
-        students: int = 5,
+        students: Count = 5,
         lr: float = 1e-4,
         weight_decay: float = 1e-5,
         image_score: str = "max",
@@ -62,8 +63,8 @@ class Students(AnomalyModule):
         teacher_source: str = "train",
         teacher_resnet18: str = "cache",
         teacher_cache: str | None = "~/.cache/adrun/teachers",
-        teacher_iterations: int = 50_000,
-        teacher_batch_size: int = 64,
+        teacher_iterations: Count = 50_000,
+        teacher_batch_size: Count = 64,
         teacher_lr: float = 2e-4,
         teacher_weight_decay: float = 1e-5,
         lambda_k: float = 1.0,
@@ -75,7 +76,7 @@ class Students(AnomalyModule):
         triplet_luminance: float = 0.1,
         triplet_noise: float = 0.05,
         kd_input_size: int | None = 224,
-        epochs: int = 100,
+        epochs: Count = 100,
     ):
         super().__init__()
         patch_sizes = [int(p) for p in ([patch_sizes] if isinstance(patch_sizes, int) else patch_sizes)]
@@ -122,7 +123,6 @@ class Students(AnomalyModule):
         if not datamodule.has_validation:
             raise UserError("students standardise their scores on validation normals; set data.val_fraction > 0")
         images = self.teacher_images()
-        writer = getattr(self.logger, "experiment", None)
         self.teacher_facts = []
         for scale, p in enumerate(self.patch_sizes):
             settings = TeacherSettings(
@@ -144,10 +144,9 @@ class Students(AnomalyModule):
                 seed=torch.initial_seed() % 2**31,
             )
 
-            def log(step, losses, p=p):
-                if writer is not None:
-                    for name, value in losses.items():
-                        writer.add_scalar(f"teacher_p{p}/{name}", value, step)
+            def log(step, losses, p=p):  # to every logger (their log_metrics act on rank 0 only)
+                for logger in self.loggers:
+                    logger.log_metrics({f"teacher_p{p}/{name}": value for name, value in losses.items()}, step)
 
             teacher, facts = obtain_teacher(
                 self.hparams.channels, images, settings, h.teacher_resnet18, h.teacher_cache, self.device, log

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from adrun.hardware import ChannelsLast, Compiled, networks
-from adrun.runner import prepare
+from adrun.plan import prepare
+from adrun.runner import build
 from tests.conftest import composed, one_line_error, run, tiny
 
 
 def built(tmp_path, *overrides: str):
-    return prepare(composed(*tiny("ganomaly", *overrides)), tmp_path / "run").built[0]
+    return build(prepare(composed(*tiny("ganomaly", *overrides)), tmp_path / "run"))[0]
 
 
 def test_channels_last_reaches_the_weights_and_the_batches(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from adrun.errors import UserError
-from adrun.report import build_table, main, read_run, run_dirs
+from adrun.reports import build_table, main, read_run, run_dirs
 
 DATA = {"_target_": "adrun.data.fashion_mnist.FashionMNIST", "image_size": 32, "train_subset": 1000, "channels": 1}
 
@@ -145,7 +145,7 @@ def test_a_reference_block_is_a_column_beside_ours_with_the_difference(tmp_path)
     for c, value in enumerate((0.6, 0.8, 0.7)):
         fake_run(tmp_path / "r" / str(c), "ognet", c, 0, value, reference=reference)
     table = build_table([read_run(p) for p in run_dirs([str(tmp_path / "r")])], "image_auroc")
-    from adrun.report import markdown
+    from adrun.reports import markdown
 
     md = markdown(table)
     assert "| normal_class | ognet | ognet reference | Δ |" in md

@@ -58,7 +58,7 @@ def test_a_real_sweep_writes_the_table_and_adrun_report_reads_it(tmp_path, adrun
     assert [r["data.normal_class"] for r in rows] == ["0", "1", "2", "mean of 3"]
     aurocs = [float(r["image_auroc"]) for r in rows]
     assert aurocs[3] == pytest.approx(sum(aurocs[:3]) / 3)
-    from adrun.report import main as report
+    from adrun.reports import main as report
 
     report([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")])
     lines = capsys.readouterr().out.splitlines()

@@ -35,7 +35,7 @@ def validation_normal_scores(module, datamodule, forward_context) -> tuple[torch
             batch = {key: value.to(module.device) for key, value in batch.items()}
             normal = batch["label"] == 0
             if normal.any():
-                scored = module.score({key: value[normal] for key, value in batch.items()})
+                scored = module.checked_score({key: value[normal] for key, value in batch.items()})
                 scores.append(scored.image.float().cpu())
                 lows.append(scored.map.amin())  # kept on the device: one read after the loop, not one per batch
                 highs.append(scored.map.amax())

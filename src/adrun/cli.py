@@ -9,7 +9,6 @@ on, and `adrun` exits 1 at its end.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import traceback
 from contextlib import contextmanager
@@ -53,23 +52,19 @@ def hydra_main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     run_dir, sweeping = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
-    overrides, hardware = list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.hardware
+    overrides, choices = list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices
     with user_errors_in_one_line(FULL_ERRORS):  # here too, before Hydra's job runner adds its own line
         fresh = RunDir(run_dir).is_fresh()
         try:
-            plan = runner.prepare(cfg, run_dir, overrides, hardware)
-        except Exception as error:
+            runner.run(cfg, run_dir, overrides, choices.get("hardware"), choices.get("method"))
+        except Exception as error:  # once the run has started, execute has recorded it in results.json
+            refused = RunDir(run_dir).is_fresh()
             if not sweeping:
-                if fresh:  # nothing of a run: no dir left behind
-                    shutil.rmtree(run_dir, ignore_errors=True)
+                if fresh and refused:  # nothing of a run: no dir left behind
+                    RunDir(run_dir).remove_refused()
                 raise
-            runner.record_failure(cfg, run_dir, overrides, hardware, error)
-            return report_job_failure(hydra_cfg.job.num, error)
-        try:
-            runner.execute(plan)
-        except Exception as error:  # execute has recorded it in results.json
-            if not sweeping:
-                raise
+            if refused:
+                runner.record_failure(cfg, run_dir, overrides, choices.get("hardware"), error)
             report_job_failure(hydra_cfg.job.num, error)
 
 
@@ -81,22 +76,36 @@ def report_job_failure(job: int, error: Exception) -> None:
     print(f"adrun: job {job} failed: {message}", file=sys.stderr)
 
 
-def with_checkpoint_method(argv: list[str]) -> list[str]:
+@contextmanager
+def with_checkpoint_method(argv: list[str]):
     """`mode=test|predict ckpt=…` without `method=`: the checkpoint's method, so that its keys (`method.iterations`)
-    are known when Hydra composes."""
+    are known when Hydra composes. A method that is not one of adrun's own (a user's) is composed from the config the
+    checkpoint carries, put in Hydra's config store while the block runs: its yaml is not needed again, only its
+    importable class. Yields the arguments to compose with."""
     keys = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
     if keys.get("mode") not in ("test", "predict") or "method" in keys or "," in keys.get("ckpt", ","):
-        return argv  # not a later use of one checkpoint (a sweep over several gives method= itself)
+        yield argv  # not a later use of one checkpoint (a sweep over several gives method= itself)
+        return
+    from hydra.core.config_store import ConfigStore
+
     from adrun.checkpoints import Checkpoint
 
-    return [*argv, f"method={Checkpoint.open(keys['ckpt']).method}"]
+    checkpoint = Checkpoint.open(keys["ckpt"])
+    stored = not (config_dir() / "method" / f"{checkpoint.method}.yaml").exists()
+    if stored:
+        ConfigStore.instance().store(group="method", name=checkpoint.method, node=checkpoint.config["method"])
+    try:
+        yield [*argv, f"method={checkpoint.method}"]
+    finally:
+        if stored:
+            ConfigStore.instance().repo["method"].pop(f"{checkpoint.method}.yaml", None)
 
 
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to be reported in one line
     try:
-        with user_errors_in_one_line(FULL_ERRORS):
-            sys.argv[1:] = with_checkpoint_method(sys.argv[1:])
+        with user_errors_in_one_line(FULL_ERRORS), with_checkpoint_method(sys.argv[1:]) as argv:
+            sys.argv[1:] = argv
             hydra_main()
     except IncompleteSweep as incomplete:
         print(f"adrun: error: {incomplete.message}", file=sys.stderr)

@@ -7,6 +7,7 @@ did not all finish ends with `IncompleteSweep`: one line, exit status 1.
 from __future__ import annotations
 
 import difflib
+import re
 
 
 class UserError(Exception):
@@ -40,6 +41,15 @@ def key_hint(key: str, known: list[str]) -> str:
     return f" (did you mean {shown}?)"
 
 
+def epochs_hint(key: str, parent) -> str:
+    """`trainer.max_epochs` (a Lightning user's first try): the method's own epoch keys, which set it."""
+    if key != "trainer.max_epochs" or parent is None:
+        return ""
+    method = parent._get_root().get("method") or {}
+    keys = [f"method.{k}" for k in method if "epoch" in str(k)] or ["method.epochs"]
+    return f" (the method sets the epochs: {' or '.join(keys)})"
+
+
 def group_hint(name: str, root) -> str:
     """' (did you mean …?)' for an unknown top-level key that some group has (`epochs` → `method.epochs`)."""
     from omegaconf import DictConfig
@@ -63,19 +73,31 @@ def one_line(error: BaseException) -> str | None:
         if isinstance(cause, UserError):
             return str(cause)
         cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(error).split())
+    if isinstance(error, ValueError) and text.startswith("Config group override must be a string or a list. Got None"):
+        return "a config group cannot be set to null: remove it with a ~ (e.g. '~logger' for no loggers)"
+    if isinstance(error, ConfigCompositionException) and (added := re.match(r"Multiple values for (\w+)\.", text)):
+        group = added.group(1)
+        return f"{group} is a config group with a default: choose with {group}=NAME, without the + (+ adds a new key)"
     if isinstance(error, MissingConfigException) and (error.missing_cfg_file or "").startswith("hydra/launcher/"):
         plugin = error.missing_cfg_file.rsplit("/", 1)[1]  # launcher=local|slurm without its Hydra plugin
         return f'the {plugin} launcher is not installed; pip install -e ".[cluster]" (Hydra\'s launcher plugins)'
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" in error.missing_cfg_file:
         group, name = error.missing_cfg_file.split("/", 1)
         options = ", ".join(error.options or [])
-        return f"unknown {group} '{name}'; choose one of: {options}"
+        own = (
+            f"; or your own: DIR/method/{name}.yaml (its _target_ importable), then hydra.searchpath=[file://DIR] "
+            "(README: Your own method)"
+            if group == "method"
+            else ""
+        )
+        return f"unknown {group} '{name}'; choose one of: {options}{own}"
     if isinstance(error, ConfigCompositionException) and isinstance(
         error.__cause__, ConfigKeyError | ConfigAttributeError
     ):
         key_error, parent = error.__cause__, error.__cause__.parent_node
         known = [str(k) for k in parent] if parent is not None else []
-        hint = key_hint(str(key_error.full_key), known)
+        hint = epochs_hint(str(key_error.full_key), parent) or key_hint(str(key_error.full_key), known)
         if not hint and parent is not None and "." not in str(key_error.full_key):
             hint = group_hint(str(key_error.full_key), parent)
         return f"unknown key '{key_error.full_key}'{hint}; `adrun --cfg job` lists every key"

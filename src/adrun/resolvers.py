@@ -5,7 +5,7 @@ adrun.cli imports it before Hydra composes, and so does every process a launcher
 adrun.cli's task function there.
 
 - `${adrun.cpus:}`: the CPU cores this process may run on; `${adrun.cpus:2}`: half of them, at least 1.
-- `${adrun.run_kind:mode,method,data}`: where a run's dir goes under outputs/ (conf/config.yaml).
+- `${adrun.run_kind:mode,method,data,target}`: where a run's dir goes under outputs/ (conf/config.yaml).
 - `${adrun.threads_per_job:N}`: the cores shared between N jobs running at once, at least 1 each; N ≤ 0 counts as
   joblib's n_jobs does (-1: one job per core, -2: all cores but one, …).
 - `${adrun.local_jobs:accelerator,jobs_per_gpu}`: launcher=local's jobs at once: jobs_per_gpu per visible GPU under a
@@ -69,13 +69,16 @@ def job_devices(accelerator: str, job: int) -> list[int] | int:
 MODES = ("train", "test", "predict")
 
 
-def run_kind(mode: str, method: str, data: str) -> str:
+def run_kind(mode: str, method: str | None, data: str, target: str | None = None) -> str:
     """The run dir's middle: `runs/<method>/<data>` for training, `test` or `predict` for a checkpoint's later use
-    (whose method and data come from the checkpoint, not from the command line's defaults). An unknown mode is refused
+    (whose method and data come from the checkpoint, not from the command line's defaults). A method given by its
+    target alone (`~method +method._target_=mine.TinyAE`) is named by its module (`mine`). An unknown mode is refused
     here, before Hydra makes a dir named after it."""
     from adrun.errors import check_choice
 
     check_choice("mode", mode, MODES)
+    if method is None and target:
+        method = str(target).rpartition(".")[0].rpartition(".")[2]
     return f"runs/{method}/{data}" if mode == "train" else str(mode)
 
 

@@ -247,7 +247,7 @@ def test_the_command_line_without_folders_is_one_line_and_exit_2(tmp_path, adrun
 def test_channels_auto_is_one_for_grey_files_and_three_when_any_is_colour(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from adrun.runner import auto_channels
+    from adrun.plan import auto_channels
 
     grey, mixed = tmp_path / "grey", tmp_path / "mixed"
     for folder in (grey, mixed):

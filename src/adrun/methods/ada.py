@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adrun.contract import Count
 from adrun.errors import check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.methods.losses import bce
@@ -103,9 +104,9 @@ class ADA(AnomalyModule):
         image_size: int,
         channels: int,
         variant: str = "ada",
-        nz: int = 100,
-        ngf: int = 64,
-        ndf: int = 64,
+        nz: Count = 100,
+        ngf: Count = 64,
+        ndf: Count = 64,
         w_prior: float = 1.0,
         w_image: float = 1.0,
         w_adv: float = 1.0,
@@ -113,7 +114,7 @@ class ADA(AnomalyModule):
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
-        epochs: int = 15,
+        epochs: Count = 15,
     ):
         super().__init__()
         check_choice("method.variant", variant, VARIANTS)

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adrun.contract import Count
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator
@@ -145,16 +146,16 @@ class AnoGAN(GAN):
         self,
         image_size: int,
         channels: int,
-        nz: int = 100,
-        ngf: int = 64,
-        ndf: int = 64,
+        nz: Count = 100,
+        ngf: Count = 64,
+        ndf: Count = 64,
         prior: str = "normal",
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
-        epochs: int = 15,
+        epochs: Count = 15,
         lam: float = 0.1,
-        iterations: int = 500,
+        iterations: Count = 500,
         search_optimizer: str = "adam",
         search_lr: float = 0.01,
         search_seed: int = 0,

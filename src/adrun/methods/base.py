@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from adrun.methods.finite import FiniteChecks
-from adrun.scores import Scores
+from adrun.scores import Scores, check_scores
 
 
 class AnomalyModule(pl.LightningModule):
@@ -48,15 +48,21 @@ class AnomalyModule(pl.LightningModule):
         """Facts about how this run's model came to be that results.json should keep (e.g. how a teacher trained)."""
         return {}
 
+    def checked_score(self, batch: dict[str, torch.Tensor]) -> Scores:
+        """`score(batch)`, held to the score contract (shapes only: no device sync)."""
+        scores = self.score(batch)
+        check_scores(scores, batch, type(self).__name__)
+        return scores
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        scores = self.score(batch).image
+        scores = self.checked_score(batch).image
         self.log("val/score_mean", scores.mean(), batch_size=len(scores))
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> Scores:
-        return self.score(batch)
+        return self.checked_score(batch)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> Scores:
-        return self.score(batch).detached()
+        return self.checked_score(batch).detached()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints from before the threshold was a buffer kept it beside the weights; older ones lack map_scale."""

@@ -33,6 +33,7 @@ import logging
 import torch
 from torch import nn
 
+from adrun.contract import Count
 from adrun.errors import UserError
 from adrun.methods.anogan import GAN
 from adrun.nets.dcgan import Encoder
@@ -49,15 +50,15 @@ class FAnoGAN(GAN):
         self,
         image_size: int,
         channels: int,
-        nz: int = 100,
-        ngf: int = 64,
-        ndf: int = 64,
-        nef: int = 64,
+        nz: Count = 100,
+        ngf: Count = 64,
+        ndf: Count = 64,
+        nef: Count = 64,
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
-        gan_epochs: int = 15,
-        encoder_epochs: int = 15,
+        gan_epochs: Count = 15,
+        encoder_epochs: Count = 15,
         kappa: float = 1.0,
     ):
         super().__init__(image_size, channels, nz, ngf, ndf, prior="uniform")  # U[−1, 1]: E's tanh range

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adrun.contract import Count
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
 from adrun.nets.dcgan import Decoder, Discriminator, Encoder, init_dcgan_weights
@@ -91,16 +92,16 @@ class GANomaly(AnomalyModule):
         self,
         image_size: int,
         channels: int,
-        nz: int = 100,
-        ngf: int = 64,
-        ndf: int = 64,
+        nz: Count = 100,
+        ngf: Count = 64,
+        ndf: Count = 64,
         w_adv: float = 1.0,
         w_con: float = 50.0,
         w_enc: float = 1.0,
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
-        epochs: int = 15,
+        epochs: Count = 15,
         d_reinit_below: float = 1e-5,
         score_norm: str = "l1",
         test_batchnorm: str = "eval",

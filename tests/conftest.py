@@ -5,6 +5,7 @@ model per method for every test that only needs a trained model.
 valid convolutions need more), batches of 8, and each method's smallest settings that still train every network.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,19 @@ from hydra import compose, initialize_config_dir
 
 from adrun.cli import config_dir
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs on pytest-xdist's workers, one per core (pyproject's addopts): one torch thread each, and in every
+    # process a test starts (OMP_NUM_THREADS), so the workers share the cores instead of spin-waiting for each other's.
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 # Every metric results.json holds for a method without score variants on data with masks.
 METRICS_WITH_MASKS = {"image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer", "pixel_auroc", "pixel_aupro"}
 METRICS_WITH_MASKS |= {"image_fpr_at_threshold", "image_tpr_at_threshold"}  # at the threshold from validation normals
-RUN_DIR = ["adrun.log", "checkpoints", "config.yaml", "results.json", "scores.csv", "tb"]  # what a run leaves
+# what a run leaves (with the default logger)
+RUN_DIR = ["adrun.log", "checkpoints", "config.yaml", "figures", "results.json", "scores.csv", "tb"]
 SMALL = ("data.image_size=16", "data.batch_size=8", "trainer.log_every_n_steps=1")  # any dataset
 TINY = ("data=synthetic", *SMALL)
 METHODS = {

@@ -84,7 +84,9 @@ def test_an_own_method_trains_and_is_tested_and_used_from_its_checkpoint_alone(o
     # later uses: no config dir, only the importable class
     code, _, err = adrun_here("mode=test", "ckpt=trained", "hydra.run.dir=tested", cwd=tmp_path)
     assert code == 0, err[-2000:]
-    assert results(tmp_path / "tested")["metrics"] == trained["metrics"], "the same weights score the same"
+    tested = results(tmp_path / "tested")
+    assert tested["metrics"] == trained["metrics"], "the same weights score the same"
+    assert tested["method"] == "mean", "named as its training run named it (the checkpoint keeps the name)"
     images = tmp_path / "new"
     images.mkdir()
     from PIL import Image

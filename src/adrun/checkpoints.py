@@ -77,8 +77,9 @@ class Checkpoint:
 
     @property
     def method(self) -> str:
-        """The method's config-group name (its module): `adrun.methods.anogan.AnoGAN` → `anogan`."""
-        return group_choice(self.config["method"]["_target_"])
+        """The method's name as its run called it (`method=tiny_ae`); for checkpoints from before it was kept, its
+        config-group name from its module: `adrun.methods.anogan.AnoGAN` → `anogan`."""
+        return self.contents.get("adrun", {}).get("method") or group_choice(self.config["method"]["_target_"])
 
     @property
     def hparams(self) -> dict:
@@ -134,13 +135,14 @@ class Checkpoint:
 
 
 class RunConfig(Callback):
-    """Puts the run's resolved config into every checkpoint Lightning writes."""
+    """Puts the run's resolved config, and the method's name (`method=…`'s choice), into every checkpoint Lightning
+    writes."""
 
-    def __init__(self, config: dict):
-        self.config = config
+    def __init__(self, config: dict, method: str | None = None):
+        self.config, self.method = config, method
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["adrun"] = {"config": self.config}
+        checkpoint["adrun"] = {"config": self.config, "method": self.method}
 
 
 class RandomState(Callback):

@@ -184,7 +184,7 @@ def fit_callbacks(plan: Plan, run: RunDir, timer, evaluator) -> list:
 
     checkpoints = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
     eta = LongRunWarning(shorter_keys(plan), shorter_test_keys(plan))
-    return [timer, evaluator, checkpoints, RandomState(), RunConfig(plan.config), eta]
+    return [timer, evaluator, checkpoints, RandomState(), RunConfig(plan.config, plan.facts["method"]), eta]
 
 
 def build_trainer(plan: Plan, run: RunDir, module, callbacks: list, datamodule=None, **args):

@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
-from adrun import figures, loggers, visual
+from adrun import figures, loggers, stats, visual
 from adrun.calibration import decision_threshold
 from adrun.scores import Scores
 
@@ -59,16 +59,24 @@ def auroc(ranks: torch.Tensor, target: torch.Tensor) -> float:
     return min(max(binary_auroc(ranks, target).item(), 0.0), 1.0)
 
 
+IMAGE_METRICS = ("image_auroc", "image_auroc_ci95_lo", "image_auroc_ci95_hi", "image_ap", "image_f1", "image_eer")
+IMAGE_METRICS += ("image_f1_eer",)
+
+
 def image_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Image AUROC, average precision, F1 at the best threshold, and the equal error rate."""
+    """Image AUROC with its 95 % interval (adrun.stats.auroc_interval), average precision, F1 at the best threshold,
+    and the equal error rate."""
     if labels.min() == labels.max():
-        return dict.fromkeys(("image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer"), math.nan)
+        return dict.fromkeys(IMAGE_METRICS, math.nan)
+    low, high = stats.auroc_interval(scores.double().numpy(), labels.numpy())
     scores, labels = unit_ranks(scores), labels.long()
     precision, recall, _ = binary_precision_recall_curve(scores, labels)
     f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0)
     fpr, tpr, _ = binary_roc(scores, labels)
     return {
         "image_auroc": auroc(scores, labels),
+        "image_auroc_ci95_lo": low,
+        "image_auroc_ci95_hi": high,
         "image_ap": binary_average_precision(scores, labels).item(),
         "image_f1": f1.max().item(),
         "image_eer": equal_error_rate(fpr, tpr),

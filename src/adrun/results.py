@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from adrun import loggers
 from adrun.artefacts import RunDir, versions
 from adrun.calibration import threshold_facts
+from adrun.stats import BELOW_CHANCE, INTERVAL_METHOD
 
 log = logging.getLogger("adrun")
 
@@ -23,6 +25,8 @@ def record(plan, run: RunDir, trainer, evaluator, built: tuple, fit_seconds: flo
         "normal_class": normal_class,
         "normal_class_names": [datamodule.classes[c] for c in normal_class],
         "metrics": {key: None if value != value else value for key, value in metrics.items()},  # NaN → null
+        "image_auroc_ci95": interval(metrics),
+        "interval_method": INTERVAL_METHOD,
         "counts": {
             "train": len(datamodule.train_set),
             "val": len(datamodule.val_set),
@@ -60,10 +64,19 @@ def last_line(plan, run: RunDir, metrics: dict, threshold: float | None, normal:
         for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO"))
         if metrics.get(key) == metrics.get(key) and key in metrics  # present and not NaN
     )
+    low, high = interval(metrics) or (math.nan, math.nan)
+    shown = f" [{low:.3f}, {high:.3f}]" if low == low else ""
+    below = f" · BELOW CHANCE: {BELOW_CHANCE}" if high < 0.5 else ""
     return (
         f"{plan.facts['method']} on {plan.facts['data']} (normal: {normal}): image AUROC {metrics['image_auroc']:.4f}"
-        f"{pixel}{at} · results in {run.path}{f' · view: {view}' if view else ''}"
+        f"{shown}{below}{pixel}{at} · results in {run.path}{f' · view: {view}' if view else ''}"
     )
+
+
+def interval(metrics: dict) -> list[float] | None:
+    """[low, high] of the image AUROC's 95 % interval; None where it has none (one class in the test set)."""
+    low, high = metrics.get("image_auroc_ci95_lo", math.nan), metrics.get("image_auroc_ci95_hi", math.nan)
+    return None if low != low or high != high else [low, high]
 
 
 def hparams_of(plan, normal_class: list[int]) -> dict:

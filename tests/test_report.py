@@ -169,3 +169,37 @@ def test_bad_paths_are_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "no results.json under" in capsys.readouterr().err
+
+
+def fake_peer_run(path, normal_class, seed, auroc, data=None):
+    """A run dir as scripts/peers/ writes it: adrun's data config, the peer's settings as the method block, and
+    `peer` in results.json (no peer library needed). Its method is named `ganomaly` here, as adrun's is: the column
+    comes from `peer`, never from the method's name."""
+    fake_run(path, "ganomaly", normal_class, seed, auroc, data=data, method_config={"batch_size": 32})
+    results = json.loads((path / "results.json").read_text())
+    results["peer"] = {"library": "anomalib", "version": "2.7.0", "model": "Ganomaly"}
+    (path / "results.json").write_text(json.dumps(results))
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    config["method"]["_target_"] = "anomalib.Ganomaly"
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_peer_run_is_its_own_column_beside_ours_under_the_same_protocol(tmp_path):
+    paths = two_sweeps(tmp_path)
+    for c, value in enumerate((0.65, 0.85, 0.75)):
+        fake_peer_run(tmp_path / "peers" / str(c), c, 0, value, data={"channels": 3, "batch_size": 32})
+    table = build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "peers")])], "image_auroc")
+    assert table.columns == ["ganomaly", "fanogan", "anomalib:ganomaly"]
+    assert table.cells[("1", "anomalib:ganomaly")].mean == pytest.approx(0.85)
+    assert table.cells[("mean", "anomalib:ganomaly")].mean == pytest.approx(0.75)
+    assert table.cells[("0", "ganomaly")].n == 3, "the peer's runs are not counted as ganomaly's"
+    from adrun.reports import markdown
+
+    assert "| normal_class | ganomaly | fanogan | anomalib:ganomaly |" in markdown(table)
+
+
+def test_a_peer_run_of_another_protocol_is_refused(tmp_path):
+    paths = two_sweeps(tmp_path)
+    fake_peer_run(tmp_path / "peers" / "0", 0, 0, 0.7, data={"test_subset": 500})
+    with pytest.raises(UserError, match=r"data\.test_subset is .* but .*one report is one protocol"):
+        build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "peers")])], "image_auroc")

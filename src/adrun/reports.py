@@ -54,6 +54,7 @@ class Run:
     row_names: dict = field(default_factory=dict)  # row value → its class name, where the data name classes
     reference: dict | None = None
     error: str | None = None
+    peer: dict | None = None  # a peer library's run (scripts/peers/): {library, version, model}
 
 
 def run_dirs(paths: list[str]) -> list[Path]:
@@ -97,6 +98,7 @@ def read_run(path: Path) -> Run:
         row_names=row_names,
         reference=config.get("reference"),
         error=results.get("error"),
+        peer=results.get("peer"),
     )
 
 
@@ -126,13 +128,16 @@ def check_one_protocol(runs: list[Run], row: str | None) -> None:
 def column_labels(runs: list[Run]) -> dict[Path, str]:
     """Each run's column: its method, tagged with what the run asked for beyond the method's yaml — the `experiment=`
     it ran under and its `method.*` overrides (`method.variant` by its value alone: `ada[anovae]`). Runs under one
-    label must have one method config: anything else (a yaml edited between runs) is refused, naming the key."""
+    label must have one method config: anything else (a yaml edited between runs) is refused, naming the key. A peer
+    library's run (scripts/peers/) is `<library>:<model>` (`anomalib:ganomaly`)."""
     labels, configs = {}, {}
     for run in runs:
         tags = [run.experiment] if run.experiment else []
         for key, value in sorted(run.method_overrides.items()):
             tags.append(value if key == "variant" else f"{key}={value}")
         label = f"{run.method}[{', '.join(tags)}]" if tags else run.method
+        if run.peer:
+            label = f"{run.peer['library']}:{run.peer['model'].lower()}"
         first = configs.setdefault(label, run)
         if first.method_config != run.method_config:
             key = next(

@@ -34,3 +34,27 @@ def test_fingerprint_follows_the_files(tmp_path):
     before = fingerprint(tmp_path)
     (tmp_path / "a" / "2.png").write_bytes(b"yy")
     assert fingerprint(tmp_path) != before
+
+
+def test_two_jobs_building_the_same_cache_at_once_both_finish(tmp_path, monkeypatch):
+    """A local sweep's first two jobs decode the same split at once: another writer renames its file into place while
+    this one is between saving and renaming (a shared temporary name made this one's rename fail)."""
+    import os
+
+    import torch
+
+    from adrun.data import cache
+
+    key, real_replace, interrupted = {"dataset": "x", "size": 8}, os.replace, []
+
+    def replace(source, target):
+        if not interrupted:
+            interrupted.append(source)
+            cache.cached(tmp_path, key, lambda: {"x": torch.zeros(2)})  # the other job, finishing first
+        real_replace(source, target)
+
+    monkeypatch.setattr(cache.os, "replace", replace)
+    built = cache.cached(tmp_path, key, lambda: {"x": torch.ones(2)})
+    assert torch.equal(built["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == [], "no temporary file left"
+    assert len(list(tmp_path.glob("x-*.pt"))) == 1

@@ -2,7 +2,8 @@
 
 The key names the dataset, its root, the split, the size and channels, and a fingerprint of the files (their count,
 total bytes and newest modification time), so replacing or adding a file rebuilds the cache instead of serving stale
-tensors. Written to a temporary file and renamed: an interrupted first run leaves no half cache behind.
+tensors. Written to a temporary file of its own and renamed: an interrupted first run leaves no half cache behind,
+and jobs that build the same cache at once do not trip over each other.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +36,13 @@ def cached(cache_dir: Path, key: dict, build: Callable[[], dict]) -> dict:
         return torch.load(path, weights_only=True)
     built = build()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(built, tmp)
-    os.replace(tmp, path)
+    # A temporary file of its own: the jobs of a local sweep may build the same cache at once (a shared name let one
+    # job rename the other's file away: FileNotFoundError); each renames a whole file, the last one stays.
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
+    os.close(handle)
+    try:
+        torch.save(built, name)
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
     return built

@@ -203,3 +203,65 @@ def test_a_peer_run_of_another_protocol_is_refused(tmp_path):
     fake_peer_run(tmp_path / "peers" / "0", 0, 0, 0.7, data={"test_subset": 500})
     with pytest.raises(UserError, match=r"data\.test_subset is .* but .*one report is one protocol"):
         build_table([read_run(p) for p in run_dirs([*paths, str(tmp_path / "peers")])], "image_auroc")
+
+
+def scored_run(path, method, normal_class, seed, scores, labels):
+    """A run dir whose scores.csv holds these scores of one shared test set (the same ids for every method)."""
+    from adrun.stats import auroc, split
+
+    fake_run(path, method, normal_class, seed, float(auroc(*split(scores, labels))))
+    with open(path / "scores.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["index", "id", "label", "type", "score"])
+        rows = enumerate(zip(labels, scores, strict=True))
+        out.writerows([i, f"img{i}", int(label), "t", score] for i, (label, score) in rows)
+
+
+def test_a_baseline_gives_each_column_its_delta_interval_and_paired_tests(tmp_path):
+    """Three methods, 4 classes × 3 seeds on shared test images: `strong` is far better than `base`, `same` is `base`
+    with a little noise. The Δ lines, the cell marks, report.csv's p-values and the ranks picture follow."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        for seed in range(3):
+            labels = np.r_[np.zeros(150), np.ones(50)]
+            signal = np.r_[rng.normal(0, 1, 150), rng.normal(1.0, 1, 50)]
+            scored_run(tmp_path / "base" / f"{c}_{seed}", "ganomaly", c, seed, signal + rng.normal(0, 1.5, 200), labels)
+            scored_run(
+                tmp_path / "strong" / f"{c}_{seed}", "fanogan", c, seed, signal + rng.normal(0, 0.1, 200), labels
+            )
+            scored_run(tmp_path / "same" / f"{c}_{seed}", "ada", c, seed, signal + rng.normal(0, 1.5, 200), labels)
+    out = tmp_path / "report"
+    main([str(tmp_path / d) for d in ("base", "strong", "same")] + ["--baseline", "ganomaly", "--out", str(out)])
+    text = (out / "report.md").read_text()
+    strong = next(line for line in text.splitlines() if line.startswith("- fanogan − ganomaly"))
+    assert "over 12 (row, seed) pairs" in strong and "n = 12" in strong and "the difference holds" in strong
+    same = next(line for line in text.splitlines() if line.startswith("- ada − ganomaly"))
+    assert "not shown" in same
+    rows = {r["column"]: r for r in csv.DictReader((out / "report.csv").open()) if r["row"] == "0"}
+    assert rows["fanogan"]["baseline"] == "ganomaly" and float(rows["fanogan"]["p_holm"]) < 0.05
+    assert "▲" in next(line for line in text.splitlines() if line.startswith("| 0 "))
+    deltas = {r["column"]: r for r in csv.DictReader((out / "report.csv").open()) if r["row"].startswith("Δ")}
+    assert float(deltas["fanogan"]["low"]) > 0 and float(deltas["ada"]["low"]) < 0 < float(deltas["ada"]["high"])
+    assert "average rank over 4 rows (1 = best): fanogan 1.00" in text and "Friedman" in text
+    assert (out / "report_ranks.png").stat().st_size > 1000
+
+
+def test_a_design_that_cannot_reach_significance_says_so(tmp_path):
+    """Three seeds of one row: the exact two-sided Wilcoxon on 3 pairs cannot go below p = 0.25, and the report says
+    so instead of letting 'not significant' read as 'no difference'."""
+    for seed in range(3):
+        fake_run(tmp_path / "a" / str(seed), "ganomaly", 0, seed, 0.6 + 0.01 * seed)
+        fake_run(tmp_path / "b" / str(seed), "fanogan", 0, seed, 0.9 + 0.01 * seed)
+    out = tmp_path / "report"
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--baseline", "ganomaly", "--out", str(out)])
+    text = (out / "report.md").read_text()
+    assert "n = 3: p = 0.25" in text and "This design cannot reach p < 0.05" in text and "add seeds" in text
+
+
+def test_an_unknown_baseline_is_one_line(tmp_path, capsys):
+    fake_run(tmp_path / "a" / "0", "ganomaly", 0, 0, 0.6)
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "a"), "--baseline", "nope", "--out", str(tmp_path / "r")])
+    assert stop.value.code == 2 and "--baseline nope: no such column" in capsys.readouterr().err

@@ -115,12 +115,16 @@ def load(run_dir: str | Path) -> Run:
     return Run(path, json.loads((path / "results.json").read_text()), config)
 
 
-def report(paths: list[str | Path], metric: str = "image_auroc", out: str | Path | None = None) -> str:
-    """The markdown table `adrun-report` prints for these run or sweep dirs; with `out`, its report.md, .csv and .png
-    are written there too."""
+def report(
+    paths: list[str | Path], metric: str = "image_auroc", out: str | Path | None = None, baseline: str | None = None
+) -> str:
+    """The markdown table `adrun-report` prints for these run or sweep dirs (with `baseline`, each column compared with
+    it); with `out`, its report.md, .csv and .png are written there too."""
     from adrun import reports
+    from adrun.comparisons import compare
 
     names = [str(p) for p in paths]
     if out is not None:
-        return reports.write_report(names, metric, Path(out))
-    return reports.markdown(reports.build_table([reports.read_run(p) for p in reports.run_dirs(names)], metric))
+        return reports.write_report(names, metric, Path(out), baseline)
+    table = reports.build_table([reports.read_run(p) for p in reports.run_dirs(names)], metric)
+    return reports.markdown(table, compare(table, baseline))

@@ -92,11 +92,11 @@ def report_figure(rows: list[str], columns: list[str], means: list[list[float]],
         for i, (column, mean, std) in enumerate(zip(columns, means, stds, strict=True)):
             ax.bar(x + (i - (len(columns) - 1) / 2) * width, mean, width, yerr=std, capsize=2, label=column)
         ax.set_xticks(x, rows, rotation=30, ha="right", fontsize=8)
-        low = np.nanmin(np.asarray(means, dtype=float) - np.asarray(stds, dtype=float))
         high = np.nanmax(np.asarray(means, dtype=float) + np.asarray(stds, dtype=float))
-        bottom = max(0.0, math.floor(low * 10) / 10) if math.isfinite(low) else 0.0
-        ax.set_ylim(bottom, max(1.0, high) if math.isfinite(high) else 1.0)
-        ax.set_ylabel(f"{metric} (mean ± std)")
+        ax.set_ylim(0.0, max(1.0, high) if math.isfinite(high) else 1.0)  # from 0: bar lengths compare honestly
+        if "auroc" in metric:
+            ax.axhline(0.5, color="0.3", linestyle="--", linewidth=0.8, label="chance (0.5)")
+        ax.set_ylabel(f"{metric} (mean ± std; axis from 0)")
         ax.legend(fontsize=8, ncols=min(3, len(columns)))
     else:
         figure = Figure(figsize=(1.4 * len(columns) + 3, 0.3 * len(rows) + 1.5), dpi=110)
@@ -108,6 +108,39 @@ def report_figure(rows: list[str], columns: list[str], means: list[list[float]],
         for (r, c), value in np.ndenumerate(grid):
             ax.text(c, r, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white")
         figure.colorbar(shown, ax=ax, label=metric)
+    figure.tight_layout()
+    return figure
+
+
+def ranks_figure(columns: list[str], ranks: list[float], cd: float, rows: int, p: float) -> Figure:
+    """Demšar's critical-difference picture: each column at its average rank (1 = best, on the left), the critical
+    difference as a bar, and a thick line joining columns whose ranks differ by less than it (not told apart)."""
+    order = sorted(range(len(columns)), key=lambda i: ranks[i])
+    figure = Figure(figsize=(7, 1.2 + 0.35 * len(columns)), dpi=110)
+    ax = figure.add_subplot()
+    k = len(columns)
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(-(len(columns) + 1.5), 0.5)
+    ax.set_xticks(range(1, k + 1))
+    ax.xaxis.set_ticks_position("top")
+    ax.set_yticks([])
+    for spine in ("left", "right", "bottom"):
+        ax.spines[spine].set_visible(False)
+    for place, i in enumerate(order):
+        y = -(place + 1)
+        ax.plot([ranks[i], ranks[i]], [0, y], color="0.4", linewidth=0.8)
+        ax.plot(ranks[i], 0, "o", color="C0")
+        ax.text(ranks[i] + 0.05, y, f"{columns[i]} ({ranks[i]:.2f})", va="center", fontsize=8)
+    ax.plot([1, 1 + cd], [-(k + 1), -(k + 1)], color="C3", linewidth=2)
+    ax.text(1 + cd / 2, -(k + 0.7), f"critical difference {cd:.2f}", ha="center", fontsize=8, color="C3")
+    cliques, level = [], -0.3
+    for a in range(len(order)):
+        members = [j for j in order if 0 <= ranks[j] - ranks[order[a]] < cd]
+        if len(members) > 1 and not any(set(members) <= set(c) for c in cliques):
+            cliques.append(members)
+            ax.plot([ranks[members[0]], ranks[members[-1]]], [level, level], color="k", linewidth=3)
+            level -= 0.25
+    ax.set_title(f"average rank over {rows} rows (1 = best); Friedman p = {p:.3g}; joined: within the CD", fontsize=9)
     figure.tight_layout()
     return figure
 

@@ -1,6 +1,7 @@
 """`adrun-report`: the table a paper prints, from any mix of finished runs.
 
     adrun-report outputs/fmnist_budget/ganomaly outputs/fmnist_budget/fanogan [--metric image_auroc] [--out DIR]
+        [--baseline ganomaly]
 
 Rows are the protocol key the runs vary (`data.normal_class`, `data.category`, `data.abnormal_class`,
 `data.n_inliers`) plus a `mean` row; columns are methods, tagged with the `experiment=` and `method.*` overrides a run
@@ -76,6 +77,9 @@ def run_dirs(paths: list[str]) -> list[Path]:
 def read_run(path: Path) -> Run:
     results = json.loads((path / "results.json").read_text())
     config_path = path / "config.yaml"
+    if not config_path.exists() and results.get("status") != "ok":  # a job refused before it ran: listed, not tabled
+        method, seed = results.get("method", "?"), results.get("seed")
+        return Run(path, results.get("status", "?"), method, {}, {}, seed, {}, error=results.get("error"))
     if not config_path.exists():
         raise UserError(f"{path} has results.json but no config.yaml: a run of an older adrun, re-test it")
     config = yaml.safe_load(config_path.read_text())
@@ -158,6 +162,7 @@ class Cell:
     values: dict  # seed → value
     mean: float | None = None
     std: float | None = None
+    paths: dict = field(default_factory=dict)  # seed → its run dir (for tests on the runs' own scores)
 
     def __post_init__(self):
         self.mean, self.std = spread(list(self.values.values()))
@@ -203,7 +208,10 @@ def build_table(runs: list[Run], metric: str) -> Table:
                 f"{cell[run.seed][1]} and {run.path}; pass one of them"
             )
         cell[run.seed] = (number(run.metrics[metric]), run.path)
-    cells = {key: Cell({s: v for s, (v, _) in by_seed.items() if v is not None}) for key, by_seed in values.items()}
+    cells = {}
+    for key, by_seed in values.items():
+        found = {s: v for s, (v, _) in by_seed.items() if v is not None}
+        cells[key] = Cell(found, paths={s: path for s, (_, path) in by_seed.items()})
     left_out: dict[str, list] = {}
     if len(rows) > 1:
         for column in columns:
@@ -260,7 +268,7 @@ def _int(text: str):
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def markdown(table: Table) -> str:
+def markdown(table: Table, comparison=None) -> str:
     header = [table.row or "row"]
     for column in table.columns:
         header.append(column)
@@ -274,6 +282,9 @@ def markdown(table: Table) -> str:
         for column in table.columns:
             cell = table.cells.get((row, column))
             text = cell_text(cell)
+            tested = comparison.cells.get((row, column)) if comparison is not None else None
+            if tested is not None and tested.mark:
+                text += f" {tested.mark}"
             if cell is not None and cell.n < most:
                 text += " †"
                 short.append(f"{column} at {row}: n = {cell.n}")
@@ -305,32 +316,55 @@ def markdown(table: Table) -> str:
     for column, block in table.references.items():
         protocol = f" ({block['protocol']})" if "protocol" in block else ""
         notes.append(f"{column} reference: {block['source']}{protocol}")
+    if comparison is not None:
+        from adrun.comparisons import notes as comparison_notes
+
+        notes += comparison_notes(comparison, table.metric)
     for run in table.failed:
         notes.append(f"not in the table, {run.status}: {run.path}" + (f": {run.error}" if run.error else ""))
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def write_csv(table: Table, path: Path) -> None:
+CSV_COLUMNS = ("row", "name", "column", "metric", "mean", "std", "n", "values", "reference")
+
+
+def write_csv(table: Table, path: Path, comparison=None) -> None:
+    """report.csv: a line per cell (mean, std, n, the seeds' values, the reference, and against the baseline the cell's
+    test on the same test images), then a line per column's Δ to the baseline (its interval in `low`/`high`)."""
+    baseline = comparison.baseline if comparison is not None else None
+
     def write(f):
         out = csv.writer(f)
-        out.writerow(["row", "name", "column", "metric", "mean", "std", "n", "values", "reference"])
+        out.writerow([*CSV_COLUMNS, "baseline", "low", "high", "test", "p", "p_holm"])
         for (row, column), cell in table.cells.items():
             ref = reference_value(table.references[column], row) if column in table.references else None
             values = ";".join(f"{s}:{v:.6f}" for s, v in cell.values.items())
-            out.writerow(
-                [row, table.row_names.get(row, ""), column, table.metric, cell.mean, cell.std, cell.n, values, ref]
-            )
+            tested = comparison.cells.get((row, column)) if comparison is not None else None
+            test = [] if tested is None else [f"DeLong per seed, Stouffer over {tested.seeds}", tested.p, tested.p_holm]
+            first = [row, table.row_names.get(row, ""), column, table.metric, cell.mean, cell.std, cell.n, values, ref]
+            out.writerow([*first, baseline, "", "", *test] if test else first)
+        for d in comparison.deltas if comparison is not None else []:
+            test = f"{d.test.test}, n = {d.test.n}"
+            first = [f"Δ vs {baseline}", "", d.column, table.metric, d.mean, "", d.pairs, "", ""]
+            out.writerow([*first, baseline, d.low, d.high, test, d.test.p, d.p_holm])
 
     write_atomically(path, write)
 
 
-def write_report(paths: list[str], metric: str, out: Path) -> str:
+def write_report(paths: list[str], metric: str, out: Path, baseline: str | None = None) -> str:
+    from adrun.comparisons import compare
+
     table = build_table([read_run(p) for p in run_dirs(paths)], metric)
-    text = markdown(table)
+    comparison = compare(table, baseline)
+    text = markdown(table, comparison)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.md", f"# {metric}\n\n" + text)
-    write_csv(table, out / "report.csv")
-    from adrun.figures import report_figure, save_png
+    write_csv(table, out / "report.csv", comparison)
+    from adrun.figures import ranks_figure, report_figure, save_png
+
+    if comparison.ranks is not None:
+        r = comparison.ranks
+        save_png(ranks_figure(r.columns, r.average, r.critical_difference, r.rows, r.p), out / "report_ranks.png")
 
     labels = [*table.rows, *(["mean"] if len(table.rows) > 1 else [])]
     means = [[_mean(table.cells.get((r, c))) for r in labels] for c in table.columns]
@@ -353,10 +387,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", help="run dirs, sweep dirs, or globs of them")
     parser.add_argument("--metric", default="image_auroc", help="a key of results.json's metrics (image_auroc)")
     parser.add_argument("--out", type=Path, help="where report.md/.csv/.png go (outputs/report/<timestamp>)")
+    parser.add_argument(
+        "--baseline", help="a column to compare every other with: Δ, its interval, paired tests (adrun.comparisons)"
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("outputs/report") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
-        text = write_report(args.paths, args.metric, out)
+        text = write_report(args.paths, args.metric, out, args.baseline)
     except UserError as error:
         print(f"adrun-report: error: {error}", file=sys.stderr)
         sys.exit(2)

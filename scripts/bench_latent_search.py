@@ -28,7 +28,9 @@ REPEATS = 2
 
 def train(datamodule, args) -> FAnoGAN:
     """GAN steps, then encoder steps, on batches of the training normals."""
-    model = FAnoGAN(image_size=32, channels=1, nz=args.nz, ngf=args.width, ndf=args.width, nef=args.width).train()
+    model = FAnoGAN(
+        image_size=32, channels=1, nz=args.nz, ngf=args.width, ndf=args.width, nef=args.width, gan="dcgan"
+    ).train()  # its discriminator is loaded into AnoGAN's (a DCGAN one)
     opt_g, opt_d, opt_e = model.configure_optimizers()
     train_set = datamodule.train_set
 

@@ -155,3 +155,23 @@ def test_end_to_end_on_the_idx_fixture(tmp_path, name):
     )
     assert results["counts"] == {"train": 11, "val": 1, "test": 40, "test_anomalous": 36}
     assert 0 <= results["metrics"]["image_auroc"] <= 1 and (tmp_path / "run" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("drop_last", "batch_size", "batches", "last"),
+    [
+        (True, 8, 5, 8),  # 43 training normals: 5 full batches, the last 3 images dropped (the official codes)
+        (False, 8, 6, 3),  # the last 3 kept
+        (False, 6, 7, 6),  # 43 = 7·6 + 1: a last batch of one image is dropped either way (BatchNorm)
+        (True, 64, 1, 43),  # fewer images than a batch: the only batch is kept, so an epoch always has one
+    ],
+)
+def test_drop_last_cuts_the_training_batches_as_the_official_codes(drop_last, batch_size, batches, last):
+    module = Synthetic(image_size=16, channels=1, batch_size=batch_size, drop_last=drop_last)
+    module.setup()
+    assert len(module.train_set) == 43
+    loader = module.train_dataloader()
+    sizes = [len(batch["image"]) for batch in loader]
+    assert len(sizes) == len(loader) == module.batches_per_epoch() == batches
+    assert sizes[-1] == last
+    assert [len(b["image"]) for b in module.val_dataloader()] == [5]  # validation and test keep every image

@@ -34,8 +34,10 @@ def epochs_of(loader, epochs: int = 2) -> list[list[dict]]:
     [
         # masks; 37 training normals at batch 4: the last batch of one is dropped
         lambda: Synthetic(image_size=16, channels=3, n_train=41, n_test=10, batch_size=4, val_fraction=0.1),
-        # no masks, a partial last batch kept
-        lambda: Digits(image_size=16, channels=1, normal_class=3, batch_size=32, train_subset=120, test_subset=70),
+        # no masks, a partial last batch kept (data.drop_last=false)
+        lambda: Digits(
+            image_size=16, channels=1, normal_class=3, batch_size=32, train_subset=120, test_subset=70, drop_last=False
+        ),
     ],
 )
 def test_device_batches_are_the_loaders_batch_for_batch(make):

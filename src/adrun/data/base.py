@@ -8,6 +8,7 @@ the training normals, the conversion to the model's size and channels (adrun.dat
 
 `index` is the sample's position in its set; `sample_id(index)` gives back its file path or id for scores.csv.
 Batches are cut by a DataLoader, or on the trainer's device (`on_device`, adrun.data.device_batches): the same batches.
+Training batches drop an incomplete last one (`drop_last`, as GANomaly's and f-AnoGAN's official loaders do).
 `has_masks` says whether the masks are real (pixel metrics only then).
 
 What a method may ask of the datamodule, besides its loaders: `train_images(label)` (the training normals, or the
@@ -170,6 +171,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         use_known_anomalies: bool = True,
         on_device: str | bool = "auto",
+        drop_last: bool = True,
     ):
         super().__init__()
         if on_device not in ("auto", True, False):
@@ -210,7 +212,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "adrun"
         self.val_fraction, self.train_subset, self.test_subset = val_fraction, train_subset, test_subset
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.on_device = on_device
+        self.on_device, self.drop_last = on_device, drop_last
         self.train_set: ImageSet | None = None
         self.val_set: ImageSet | None = None
         self.test_set: ImageSet | None = None
@@ -362,7 +364,7 @@ class AnomalyDataModule(pl.LightningDataModule):
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches per epoch and process, as the loader (under DDP, its distributed sampler) cuts them."""
         n = math.ceil(len(self.train_set) / world_size)
-        return n // self.batch_size if self._drops_last(self.train_set) else math.ceil(n / self.batch_size)
+        return n // self.batch_size if self._drops_last(n) else math.ceil(n / self.batch_size)
 
     def test_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Test samples by `index`, as one batch."""
@@ -385,7 +387,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         same batches either way. Nothing here draws from the global random state (the shuffle and the loader's own
         seed have their generators), so a resumed run sees the same batches and the same noise as an unbroken one."""
         sampler = EpochShuffle(dataset, self.seed) if shuffle else None
-        drop_last = shuffle and self._drops_last(dataset)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        drop_last = shuffle and self._drops_last(math.ceil(len(dataset) / world_size))
         device = self._batch_device(dataset)
         if device is not None:
             return DeviceBatches(dataset, device, self.batch_size, sampler, drop_last)
@@ -413,9 +416,11 @@ class AnomalyDataModule(pl.LightningDataModule):
             return device
         return None
 
-    def _drops_last(self, dataset: ImageSet) -> bool:
-        """A last training batch of one image is dropped: it would break BatchNorm."""
-        return len(dataset) % self.batch_size == 1
+    def _drops_last(self, n: int) -> bool:
+        """Whether the training loader drops the incomplete last batch of `n` images (one process's share):
+        `data.drop_last` (the official codes' default), never when it is the only batch (n < batch_size, so an epoch
+        always has one), and always when it holds one image (it would break BatchNorm)."""
+        return n % self.batch_size == 1 or (self.drop_last and n > self.batch_size)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_set, shuffle=True)

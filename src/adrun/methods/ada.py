@@ -49,7 +49,7 @@ from torch import nn
 from adrun.contract import Count
 from adrun.errors import check_choice
 from adrun.methods.base import AnomalyModule
-from adrun.methods.losses import bce
+from adrun.methods.losses import bce, descend
 from adrun.nets.dcgan import Decoder, Encoder
 from adrun.scores import Scores
 
@@ -191,16 +191,10 @@ class ADA(AnomalyModule):
             if self.semi_supervised_training:
                 discriminators.append((self.discriminator_ano, opt_ano, anomalies, "loss_d_ano"))
             for d, opt, known, name in discriminators:
-                loss_d = self.discriminator_loss(d, x, [x_hat, x_prior], known)
-                opt.zero_grad()
-                self.manual_backward(loss_d)
-                opt.step()
-                logs[name] = loss_d
+                logs[name] = descend(opt, self.discriminator_loss(d, x, [x_hat, x_prior], known), self.manual_backward)
             losses["adv"] = sum(bce(d(x_hat)[0], 1.0) + bce(d(x_prior)[0], 1.0) for d, *_ in discriminators)
         loss_g = h.w_prior * losses["prior"] + h.w_image * losses["image"] + h.w_adv * losses.get("adv", 0.0)
-        opt_g.zero_grad()
-        self.manual_backward(loss_g)
-        opt_g.step()
+        descend(opt_g, loss_g, self.manual_backward)
         logs |= {"loss_g": loss_g} | losses
         self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, prog_bar=True, batch_size=len(x))
 

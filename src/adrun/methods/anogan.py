@@ -8,7 +8,8 @@ discriminator D returns a logit and its last feature map f(·). The two play the
 D minimises −V by binary cross-entropy with logits (real x → 1, G(z) → 0, the two terms summed). G uses the
 non-saturating form of its half: it maximises log D(G(z)), i.e. minimises BCE(D(G(z)), 1), as the GAN paper and
 DCGAN do, instead of minimising log(1 − D(G(z))), whose gradient vanishes while D wins early in training.
-Adam (lr 2e-4, β = (0.5, 0.999)); per batch D steps first, then G on a fresh D(G(z)) (DCGAN's order).
+Adam (lr 2e-4, β = (0.5, 0.999)); per batch D steps first, then G on a fresh D(G(z)) (DCGAN's order; each step is
+`losses.descend`, D's loss `losses.real_fake_bce`).
 
 A query x is mapped to the latent space by searching z: start from a random z_0 ~ p_z, keep G and D frozen, and
 minimise for Γ iterations
@@ -27,7 +28,7 @@ Choices the paper leaves open:
   NumPy's SeedSequence (torch keeps only a seed's low 32 bits, so `search_seed·2³² + key` would drop search_seed). An
   image starts from the same z_0 whichever batch, position, rank or mode (test, predict, calibration) scores it.
 - the prior: N(0, I) by default (`prior: normal`, the project's specification); the paper describes z as uniformly
-  distributed noise, as DCGAN's U[−1, 1], which `prior: uniform` gives (f-AnoGAN's prior).
+  distributed noise, as DCGAN's U[−1, 1], which `prior: uniform` gives (f-AnoGAN's official code draws N(0, I)).
 
 Batched search: a test batch is searched at once. The loss summed over the batch has ∂/∂z_i = ∂L_i/∂z_i, Adam's state
 is per element, and G and D run in eval mode (BatchNorm with running statistics), so every image follows exactly the
@@ -45,11 +46,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from adrun.contract import Count
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
+from adrun.methods.losses import bce, descend, real_fake_bce
 from adrun.nets.dcgan import Decoder, Discriminator
 from adrun.nets.modes import frozen
 from adrun.scores import Scores
@@ -80,7 +81,8 @@ def sample_prior(prior: str, n: int, nz: int, generator: torch.Generator | None 
 
 class GAN(AnomalyModule):
     """The DCGAN of AnoGAN and f-AnoGAN: G (`nets.dcgan.Decoder`, z → image) and D (`nets.dcgan.Discriminator`,
-    image → (logit, f)), trained by the minimax game above. Subclasses save `lr`, `beta1`, `beta2` as
+    image → (logit, f)), trained by the minimax game above (f-AnoGAN's default WGAN-GP keeps G and D's layers, D's
+    BatchNorm swapped for a layer norm, and trains them by its own game). Subclasses save `lr`, `beta1`, `beta2` as
     hyperparameters and add their way of finding z for a query."""
 
     def __init__(self, image_size: int, channels: int, nz: int, ngf: int, ndf: int, prior: str):
@@ -96,28 +98,17 @@ class GAN(AnomalyModule):
 
     def discriminator_loss(self, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """−V(D, G) on a batch: BCE with real x → 1 plus BCE with G(z) → 0."""
-        real, _ = self.discriminator(x)
-        fake, _ = self.discriminator(fake.detach())
-        return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
-            fake, torch.zeros_like(fake)
-        )
+        return real_fake_bce(self.discriminator(x)[0], self.discriminator(fake.detach())[0])
 
     def generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
         """The non-saturating generator loss: −log D(G(z)) = BCE(D(G(z)), 1)."""
-        logit, _ = self.discriminator(fake)
-        return F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+        return bce(self.discriminator(fake)[0], 1.0)
 
     def update(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
         """One GAN step on a batch of normal images: D on (x, G(z)), then G against the updated D."""
         fake = self.generator(self.sample_z(len(x)))
-        loss_d = self.discriminator_loss(x, fake)
-        opt_d.zero_grad()
-        backward(loss_d)
-        opt_d.step()
-        loss_g = self.generator_loss(fake)
-        opt_g.zero_grad()
-        backward(loss_g)
-        opt_g.step()
+        loss_d = descend(opt_d, self.discriminator_loss(x, fake), backward)
+        loss_g = descend(opt_g, self.generator_loss(fake), backward)
         return {"loss_d": loss_d, "loss_g": loss_g}
 
     def gan_training_step(self, x: torch.Tensor, opt_g, opt_d) -> None:
@@ -130,12 +121,15 @@ class GAN(AnomalyModule):
         losses = {"loss_d": self.discriminator_loss(x, fake), "loss_g": self.generator_loss(fake)}
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(x))
 
-    def gan_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    def gan_optimizers(
+        self, lr: float | None = None, betas: tuple[float, float] | None = None
+    ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """Adam for G and for D, at `lr` and `betas` (default: the hyperparameters `lr`, `beta1`, `beta2`)."""
         h = self.hparams
-        betas = (h.beta1, h.beta2)
+        lr, betas = lr if lr is not None else h.lr, betas if betas is not None else (h.beta1, h.beta2)
         return (
-            torch.optim.Adam(self.generator.parameters(), lr=h.lr, betas=betas),
-            torch.optim.Adam(self.discriminator.parameters(), lr=h.lr, betas=betas),
+            torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas),
+            torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas),
         )
 
 

@@ -50,6 +50,7 @@ from torch import nn
 from adrun.contract import Count
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
+from adrun.methods.losses import descend, real_fake_bce
 from adrun.nets.dcgan import Decoder, Discriminator, Encoder, init_dcgan_weights
 from adrun.scores import Scores
 
@@ -148,24 +149,14 @@ class GANomaly(AnomalyModule):
 
     def discriminator_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """BCE with real → 1 and reconstructions → 0, averaged over the two halves."""
-        real, _ = self.discriminator(x)
-        fake, _ = self.discriminator(x_hat.detach())
-        return 0.5 * (
-            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
-        )
+        return 0.5 * real_fake_bce(self.discriminator(x)[0], self.discriminator(x_hat.detach())[0])
 
     def update(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
         """One training step on a batch of normal images: G first, then D on the same x̂ (the official order)."""
         x_hat, z, z_hat = self.generator(x)
         losses = self.generator_losses(x, x_hat, z, z_hat)
-        opt_g.zero_grad()
-        backward(losses["loss_g"])
-        opt_g.step()
-        loss_d = self.discriminator_loss(x, x_hat)
-        opt_d.zero_grad()
-        backward(loss_d)
-        opt_d.step()
+        descend(opt_g, losses["loss_g"], backward)
+        loss_d = descend(opt_d, self.discriminator_loss(x, x_hat), backward)
         self.reinit_discriminator_below(loss_d.detach())
         return losses | {"loss_d": loss_d}
 

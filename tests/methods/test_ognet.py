@@ -210,3 +210,30 @@ def test_code_update_lets_gs_adversarial_gradient_reach_d():
     expected_g = torch.autograd.grad(loss_g, g_params)  # G: its own loss only
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(opt_d.grads, expected_d, strict=True))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(opt_g.grads, expected_g, strict=True))
+
+
+def test_phase2_teaches_d_to_rank_bad_examples_above_good_ones_in_eval_mode():
+    """What phase 2 teaches D, read as the test pass reads it (eval mode, BatchNorm's running statistics, though each
+    group trained as its own batch): G_old's and the pseudo anomalies' outputs score above X and G(X). A flipped label,
+    a swapped group or a score of the wrong sign puts them below (AUROC < ½, as the issue-23 report feared)."""
+    torch.manual_seed(0)
+    model = tiny()
+    model.generator = torch.nn.Identity()  # G(X) = X: the good examples are the images themselves
+    model.generator_old = torch.nn.Sequential(torch.nn.AvgPool2d(5, 1, 2), torch.nn.Tanh())  # a blurred, faded G_old
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-3)
+    digits = torch.zeros(64, 1, 20, 20)
+    for i in range(64):  # strokes: one bright bar per image at a random place
+        r, c = torch.randint(3, 15, (2,)).tolist()
+        digits[i, 0, r : r + 3, c : c + 3 + i % 4] = 1.0
+    digits = digits * 2 - 1
+    index = torch.arange(64)
+    for step in range(30):
+        batch = index[(step * 16) % 64 :][:16]
+        model.phase2_update(digits[batch], batch, opt, lambda loss: loss.backward())
+    model.eval()
+    with torch.no_grad():
+        good, old = model.frozen_outputs(digits, index)
+        logits = {name: model.discriminator(images) for name, images in (("X", digits), ("G(X)", good), ("G_old", old))}
+        logits["pseudo"] = model.discriminator(model.pseudo_anomalies(old))
+    lowest_bad = min(logits["G_old"].min(), logits["pseudo"].min())
+    assert max(logits["X"].max(), logits["G(X)"].max()) < lowest_bad, {k: v.mean().item() for k, v in logits.items()}

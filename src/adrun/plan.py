@@ -26,6 +26,7 @@ from adrun.resolvers import MODES
 
 # A resumed run may differ from the first in how it runs, not in what it computes:
 MAY_CHANGE = ("resume", "ckpt", "threads", "hardware", "launcher", "logger", "data.num_workers", "data.on_device")
+MAY_CHANGE += ("trainer.enable_progress_bar",)
 RUNNER_OWNS = ("max_epochs", "logger", "callbacks", "default_root_dir")  # Trainer arguments the runner sets itself
 ROOT_KEYS = {"method", "data", "hardware", "logger", "seed", "mode", "input", "threshold", "overlay_scale", "strict"}
 ROOT_KEYS |= {"threshold_quantile", "resume", "ckpt", "threads", "summary", "trainer", "reference", "launcher"}

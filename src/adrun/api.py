@@ -13,10 +13,8 @@ message, and a refused run leaves no run dir. Single runs only: sweeps are the C
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -38,27 +36,23 @@ class Run:
     @cached_property
     def scores(self) -> dict:
         """scores.csv as columns (numpy arrays): index, id, label, type, score, score_<variant>."""
-        import numpy as np
+        from adrun.artefacts import RunDir
 
-        path = self.run_dir / "scores.csv"
-        if not path.exists():
+        scores = RunDir(self.run_dir).read_scores()
+        if scores is None:
             raise UserError(f"{self.run_dir} has no scores.csv (status {self.results.get('status')})")
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        names = rows[0].keys() if rows else ["index", "id", "label", "type", "score"]
-        kinds = {"index": int, "label": int, "id": str, "type": str}
-        return {name: np.array([kinds.get(name, float)(row[name]) for row in rows]) for name in names}
+        return scores
 
 
 def run(overrides: list[str] = (), run_dir: str | Path | None = None) -> Run:
     """One run, as `adrun <overrides>` makes it (in `run_dir`, else where the CLI would put it); returns it read."""
+    from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
     from omegaconf import open_dict
 
     from adrun import runner
     from adrun.artefacts import RunDir
     from adrun.cli import with_checkpoint_method
-    from adrun.resolvers import run_kind
 
     overrides = list(overrides)
     try:
@@ -67,12 +61,11 @@ def run(overrides: list[str] = (), run_dir: str | Path | None = None) -> Run:
     except (HydraException, ValueError) as error:
         raise UserError(one_line(error) or str(error)) from error
     choices = cfg.hydra.runtime.choices
+    if run_dir is None:  # conf/config.yaml's hydra.run.dir, resolved as Hydra's app resolves it for this run
+        HydraConfig.instance().set_config(cfg)
+        run_dir = cfg.hydra.run.dir
     with open_dict(cfg):
         del cfg["hydra"]
-    if run_dir is None:
-        target = cfg.method.get("_target_") if "method" in cfg else None
-        kind = run_kind(cfg.mode, choices.get("method"), choices.get("data"), target)
-        run_dir = Path("outputs") / kind / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = Path(run_dir)
     fresh = RunDir(run_dir).is_fresh()
     try:

@@ -118,6 +118,18 @@ class RunDir:
 
         write_atomically(self.scores, write)
 
+    def read_scores(self) -> dict | None:
+        """scores.csv as columns (numpy arrays): index, id, label, type, score, score_<variant>; None without one."""
+        import numpy as np
+
+        if not self.scores.exists():
+            return None
+        with open(self.scores, newline="") as f:
+            rows = list(csv.DictReader(f))
+        names = rows[0].keys() if rows else ["index", "id", "label", "type", "score"]
+        kinds = {"index": int, "label": int, "id": str, "type": str}
+        return {name: np.array([kinds.get(name, float)(row[name]) for row in rows]) for name in names}
+
     def write_predictions(self, rows: Iterable[tuple]) -> None:
         """predictions.csv: path, score, decision, error (an unreadable file's)."""
 

@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from adrun import stats
+from adrun.artefacts import RunDir
 
 LEVEL = 0.05
 
@@ -120,14 +119,9 @@ def cell_keys(table, baseline: str) -> list[tuple[str, str]]:
     return [(row, column) for row in table.rows for column in table.columns if column != baseline]
 
 
-def read_scores(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    path = Path(run_dir) / "scores.csv"
-    if not path.exists():
-        return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    ids = [f"{r['index']}:{r['id']}" for r in rows]
-    return ids, np.array([float(r["label"]) for r in rows]), np.array([float(r["score"]) for r in rows])
+def same_images(a: dict, b: dict) -> bool:
+    """Two runs' scores.csv columns list the very same test samples, in the same order."""
+    return np.array_equal(a["index"], b["index"]) and np.array_equal(a["id"], b["id"])
 
 
 def cell_test(table, baseline: str, row: str, column: str) -> CellTest | None:
@@ -141,10 +135,10 @@ def cell_test(table, baseline: str, row: str, column: str) -> CellTest | None:
     for seed in ours.paths:
         if seed not in theirs.paths:
             continue
-        a, b = read_scores(ours.paths[seed]), read_scores(theirs.paths[seed])
-        if a is None or b is None or a[0] != b[0] or a[1].min() == a[1].max():
+        a, b = RunDir(ours.paths[seed]).read_scores(), RunDir(theirs.paths[seed]).read_scores()
+        if a is None or b is None or not same_images(a, b) or a["label"].min() == a["label"].max():
             continue  # not the same test images (another draw, another order), or one class only
-        test = stats.delong(a[2], b[2], a[1])
+        test = stats.delong(a["score"], b["score"], a["label"])
         if math.isfinite(test.z):
             zs.append(test.z)
     if not zs:

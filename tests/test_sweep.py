@@ -109,5 +109,14 @@ def test_a_failed_job_is_excluded_and_said_not_a_vanished_mean(tmp_path):
     cable = next(r for r in table if r["job"] == "mean ± std" and r["data.category"] == "cable")
     assert cable["n"] == 2 and cable["seed"] == "2 of 3" and cable["image_auroc"] == pytest.approx(0.9)
     (mean,) = [r for r in table if r["job"] == "mean"]
-    assert mean["data.category"] == "mean of 2, 1 failed" and mean["image_auroc"] is not None
+    assert mean["data.category"] == "mean of 2, 1 failed" and mean["n"] == 2, "seed 1 misses cable: left out"
+    assert mean["image_auroc"] == pytest.approx((0.7 + 0.75) / 2), "as adrun-report's mean row (tables.aggregate)"
     assert "- job 3 `data.category=cable` `seed=1` failed: non-finite loss" in (tmp_path / "summary.md").read_text()
+
+
+def test_jobs_that_differ_only_in_how_they_ran_are_listed_without_means(tmp_path):
+    for job, threads in enumerate((1, 2)):
+        fake_job(tmp_path, job, [f"threads={threads}", "data.category=bottle", "seed=0"], auroc=0.7)
+    table = write_summary(tmp_path)
+    assert [r["job"] for r in table] == ["0", "1"]
+    assert "No mean rows: two runs of " in (tmp_path / "summary.md").read_text()

@@ -23,7 +23,6 @@ import argparse
 import csv
 import glob
 import json
-import statistics
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +32,7 @@ import yaml
 
 from adrun.artefacts import write_atomically, write_text
 from adrun.errors import UserError
-from adrun.sweep import PROTOCOL_KEYS, number, spread
+from adrun.tables import PROTOCOL_KEYS, Cell, Entry, aggregate, number
 
 NOT_PROTOCOL = {"root", "cache_dir", "download", "batch_size", "channels", "num_workers", "seed", "on_device"}  # how
 REFERENCE_KEYS = {"source", "metric"}  # required in a reference block; `values` (per row), `mean`, `protocol` optional
@@ -158,21 +157,6 @@ def column_labels(runs: list[Run]) -> dict[Path, str]:
 
 
 @dataclass
-class Cell:
-    values: dict  # seed → value
-    mean: float | None = None
-    std: float | None = None
-    paths: dict = field(default_factory=dict)  # seed → its run dir (for tests on the runs' own scores)
-
-    def __post_init__(self):
-        self.mean, self.std = spread(list(self.values.values()))
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-
-@dataclass
 class Table:
     metric: str
     row: str | None
@@ -193,35 +177,16 @@ def build_table(runs: list[Run], metric: str) -> Table:
     row = row_key(ok)
     check_one_protocol(ok, row)
     labels = column_labels(ok)
-    columns = list(dict.fromkeys(labels[r.path] for r in ok))
     row_text = {r.path: json.dumps(r.data.get(row)).strip('"') if row else "all" for r in ok}
-    rows = list(dict.fromkeys(row_text[r.path] for r in sorted(ok, key=lambda r: sort_key(r.data.get(row)))))
-    values: dict[tuple, dict] = {}
-    for run in ok:
+    entries = []
+    for run in sorted(ok, key=lambda r: sort_key(r.data.get(row))):
         if metric not in run.metrics:
             known = ", ".join(sorted(run.metrics))
             raise UserError(f"{run.path} has no metric {metric!r}; it has: {known}")
-        cell = values.setdefault((row_text[run.path], labels[run.path]), {})
-        if run.seed in cell:
-            raise UserError(
-                f"two runs of {labels[run.path]} at {row}={row_text[run.path]} with seed {run.seed}: "
-                f"{cell[run.seed][1]} and {run.path}; pass one of them"
-            )
-        cell[run.seed] = (number(run.metrics[metric]), run.path)
-    cells = {}
-    for key, by_seed in values.items():
-        found = {s: v for s, (v, _) in by_seed.items() if v is not None}
-        cells[key] = Cell(found, paths={s: path for s, (_, path) in by_seed.items()})
-    left_out: dict[str, list] = {}
-    if len(rows) > 1:
-        for column in columns:
-            for r in rows:
-                cells.setdefault((r, column), Cell({}))  # a row this column has no run of: an empty cell
-            seeds = set().union(*(cells[(r, column)].values for r in rows))
-            complete = [s for s in sorted(seeds, key=str) if all(s in cells[(r, column)].values for r in rows)]
-            left_out[column] = sorted(seeds - set(complete), key=str)
-            per_seed = {s: statistics.fmean(cells[(r, column)].values[s] for r in rows) for s in complete}
-            cells[("mean", column)] = Cell(per_seed)
+        value = number(run.metrics[metric])
+        entries.append(Entry(row_text[run.path], labels[run.path], run.seed, value, run.path))
+    grid = aggregate(entries, row_key=row or "row")
+    columns, cells = list(dict.fromkeys(labels[r.path] for r in ok)), grid.cells
     references = {}
     for column in columns:
         blocks = {json.dumps(r.reference, sort_keys=True) for r in ok if labels[r.path] == column}
@@ -237,7 +202,7 @@ def build_table(runs: list[Run], metric: str) -> Table:
     row_names = {k: v for r in ok for k, v in r.row_names.items()}
     failed = [r for r in runs if r.status != "ok"]
     draws = all(r.data.get("seed") == r.seed for r in ok) and len({r.seed for r in ok}) > 1
-    return Table(metric, row, rows, columns, cells, references, row_names, failed, left_out, draws)
+    return Table(metric, row, grid.rows, columns, cells, references, row_names, failed, grid.left_out, draws)
 
 
 def sort_key(value):

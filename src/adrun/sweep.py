@@ -5,23 +5,24 @@
   the sample standard deviation and n over the jobs that finished (a failed one is excluded and said);
 - jobs that differ only in a protocol key (`data.normal_class`, `data.category`, `data.abnormal_class`,
   `data.n_inliers`) get a `mean` row — the shape of the papers' per-class tables. With repeats it is the mean ± std
-  over the repeats of each repeat's mean over the classes ("mean ± std over 3 runs", as papers compute it).
+  over the repeats of each repeat's mean over the classes ("mean ± std over 3 runs", as papers compute it), over the
+  repeats that finished every class.
+Cells and means are tables.aggregate's, as adrun-report's are: a change to how runs are grouped is made there.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import statistics
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from adrun.artefacts import write_atomically
-from adrun.errors import IncompleteSweep
+from adrun.errors import IncompleteSweep, UserError
+from adrun.tables import MEAN, PROTOCOL_KEYS, Entry, aggregate, number
 
-PROTOCOL_KEYS = ("data.normal_class", "data.category", "data.abnormal_class", "data.n_inliers")
 REPEAT_OVER = ("seed",)
 NOT_A_SETTING = ("resume", "threads", "hydra.")  # overrides that say how a job ran, not what it computed
 ERROR = "error"  # a failed job's one-line error: listed under the table, not in it
@@ -49,68 +50,54 @@ def failures(rows: list[dict]) -> list[dict]:
     return [row for row in rows if row["job"] not in GROUPED and row.get("status") != "ok"]
 
 
-def spread(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None below two values)."""
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+def settings(row: dict, metric_keys: list[str]) -> dict:
+    """A job's row without what is not its setting: job number, status, error, metrics."""
+    return {k: v for k, v in row.items() if k not in {"job", "status", ERROR, *metric_keys}}
 
 
-def number(value) -> float | None:
-    return value if isinstance(value, int | float) and value == value else None  # NaN and null are not numbers
-
-
-def groups(rows: list[dict], left_out: set[str], metric_keys: list[str]) -> dict[tuple, list[dict]]:
-    """Rows by their setting without `left_out` keys, in order of first appearance."""
-    out: dict[tuple, list[dict]] = {}
-    ignore = {"job", "status", ERROR, *metric_keys, *left_out}
-    for row in rows:
-        out.setdefault(tuple(sorted((k, v) for k, v in row.items() if k not in ignore)), []).append(row)
-    return out
-
-
-def repeat_rows(rows: list[dict], metric_keys: list[str], repeat_over: tuple[str, ...]) -> list[dict]:
-    """`mean ± std` rows: jobs that differ only in the repeat keys, over those that finished."""
-    out = []
-    for key, members in groups(rows, set(repeat_over), metric_keys).items():
-        if not any(k in m for m in members for k in repeat_over):
-            continue
-        ok = [m for m in members if m.get("status") == "ok"]
-        row = {"job": GROUPED[0], **dict(key), "status": "", "n": len(ok)}
-        row[repeat_over[0]] = f"{len(ok)} of {len(members)}" if len(ok) < len(members) else f"{len(ok)} runs"
-        for metric in metric_keys:
-            row[metric], row[f"{metric}_std"] = spread([v for m in ok if (v := number(m.get(metric))) is not None])
-        out.append(row)
-    return out
-
-
-def protocol_rows(rows: list[dict], metric_keys: list[str], repeat_over: tuple[str, ...]) -> list[dict]:
-    """`mean` rows over whichever protocol key the jobs vary: per repeat the mean over its finished classes, then the
-    mean ± std of those over the repeats."""
+def grouped_rows(rows: list[dict], metric_keys: list[str], repeat_over: tuple[str, ...]) -> tuple[list, list]:
+    """The `mean ± std` rows (jobs that differ only in the repeat keys) and the `mean` rows (over the protocol key the
+    jobs vary), as tables.aggregate makes every table's cells."""
     swept = [k for k in PROTOCOL_KEYS if len({r.get(k) for r in rows if k in r}) > 1]
-    if not swept:
-        return []
-    protocol, out = swept[0], []
-    for key, members in groups(rows, {protocol, *repeat_over}, metric_keys).items():
-        if len({m.get(protocol) for m in members}) < 2:
-            continue
-        ok = [m for m in members if m.get("status") == "ok"]
-        by_repeat: dict[tuple, list[dict]] = {}
-        for m in ok:
-            by_repeat.setdefault(tuple(m.get(k) for k in repeat_over), []).append(m)
-        classes = len({m.get(protocol) for m in members})
-        failed = len(members) - len(ok)
-        label = f"mean of {classes}" + (f", {failed} failed" if failed else "")
-        row = {"job": GROUPED[1], **dict(key), protocol: label, "status": "", "n": len(by_repeat)}
-        for metric in metric_keys:
-            per_repeat = []
-            for jobs in by_repeat.values():
-                values = [v for m in jobs if (v := number(m.get(metric))) is not None]
-                if values:
-                    per_repeat.append(statistics.fmean(values))
-            row[metric], row[f"{metric}_std"] = spread(per_repeat)
-        out.append(row)
-    return out
+    protocol = swept[0] if swept else None
+    columns, grids = {}, {}
+    for metric in metric_keys:
+        entries = []
+        for r in rows:
+            setting = settings(r, metric_keys)
+            column = tuple(sorted((k, v) for k, v in setting.items() if k != protocol and k not in repeat_over))
+            columns[column] = None
+            repeat = tuple(r.get(k) for k in repeat_over)
+            value = number(r.get(metric)) if r.get("status") == "ok" else None
+            entries.append(Entry(str(r.get(protocol)), column, repeat, value, r["job"]))
+        grids[metric] = aggregate(entries, row_key=protocol or "row", repeat_key="/".join(repeat_over))
+    repeats, means = [], []
+    if not metric_keys:
+        return repeats, means
+    first = grids[metric_keys[0]]
+    has_repeats = any(k in r for r in rows for k in repeat_over)
+    for column in columns:
+        present = [row for row in first.rows if (row, column) in first.cells and first.cells[(row, column)].runs]
+        if has_repeats:
+            for row in present:
+                cell = first.cells[(row, column)]
+                out = {"job": GROUPED[0], **dict(column), **({protocol: row} if protocol else {}), "status": ""}
+                out["n"] = cell.n
+                out[repeat_over[0]] = f"{cell.n} of {cell.runs}" if cell.n < cell.runs else f"{cell.n} runs"
+                for metric in metric_keys:
+                    c = grids[metric].cells[(row, column)]
+                    out[metric], out[f"{metric}_std"] = c.mean, c.std
+                repeats.append(out)
+        if protocol and len(present) > 1:
+            failed = sum(first.cells[(row, column)].runs - first.cells[(row, column)].n for row in present)
+            label = f"mean of {len(present)}" + (f", {failed} failed" if failed else "")
+            mean = first.cells[(MEAN, column)]
+            out = {"job": GROUPED[1], **dict(column), protocol: label, "status": "", "n": mean.n}
+            for metric in metric_keys:
+                c = grids[metric].cells[(MEAN, column)]
+                out[metric], out[f"{metric}_std"] = c.mean, c.std
+            means.append(out)
+    return repeats, means
 
 
 def formatted(value, std=None) -> str:
@@ -129,8 +116,12 @@ def write_summary(sweep_dir: Path, repeat_over: tuple[str, ...] = REPEAT_OVER) -
     for row in rows:
         columns += [key for key in row if key not in columns and key != ERROR]
     metric_keys = [c for c in columns if c.startswith(("image_", "pixel_"))]
-    repeats = repeat_rows(rows, metric_keys, repeat_over)
-    added = repeats + protocol_rows(rows, metric_keys, repeat_over)
+    try:
+        repeats, means = grouped_rows(rows, metric_keys, repeat_over)
+        unsummed = None
+    except UserError as error:  # e.g. jobs that differ only in how they ran (threads=1,2): every job is still listed
+        repeats, means, unsummed = [], [], str(error)
+    added = repeats + means
     table = rows + added
     csv_columns = columns + (["n"] + [f"{m}_std" for m in metric_keys] if added else [])
     for row in added:  # a repeat key that a grouped row summarises needs its column
@@ -149,11 +140,13 @@ def write_summary(sweep_dir: Path, repeat_over: tuple[str, ...] = REPEAT_OVER) -
     def write_md(f):
         if shared:  # what every job has in common goes above the table, not in a column of repeats
             f.write(" ".join(f"`{c}={table[0][c]}`" for c in shared) + "\n\n")
+        if unsummed:
+            f.write(f"No mean rows: {unsummed}.\n\n")
         if repeats:
             f.write(
                 f"Cells: mean ± sample std over the runs that differ only in {', '.join(repeat_over)} (n runs); a "
-                "`mean` row is the mean ± std over those runs of each run's mean over the swept classes. Every "
-                "job's own row is in summary.csv.\n\n"
+                "`mean` row is the mean ± std over those runs of each run's mean over the swept classes (a run "
+                "that misses a class is left out of it). Every job's own row is in summary.csv.\n\n"
             )
         f.write("| " + " | ".join(shown) + " |\n")
         f.write("|" + "---|" * len(shown) + "\n")

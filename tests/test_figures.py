@@ -29,6 +29,15 @@ def test_the_roc_figure_marks_the_thresholds_operating_point_and_renders_to_an_i
     assert rendered.dtype == torch.uint8 and rendered.shape == (3, 420, 420) and rendered.float().std() > 10
 
 
+def test_the_logged_image_is_the_saved_pngs_drawing_not_a_second_one(tmp_path):
+    from PIL import Image
+
+    figure = figures.roc_figure(np.array([0, 0.5, 1]), np.array([0, 0.9, 1]), 0.7, at_threshold=None)
+    canvas = figures.save_png(figure, tmp_path / "roc.png")
+    png = torch.from_numpy(np.asarray(Image.open(tmp_path / "roc.png").convert("RGB")).copy()).permute(2, 0, 1)
+    assert torch.equal(figures.image(figure, drawn=canvas), png)
+
+
 def test_the_pr_figure_marks_the_thresholds_point_and_the_no_skill_line():
     figure = figures.pr_figure(np.array([0.5, 0.8, 1]), np.array([1, 0.6, 0]), 0.75, 0.5, at_threshold=(0.6, 0.8))
     *_, no_skill, point = figure.axes[0].lines

@@ -14,21 +14,26 @@ NORMAL, ANOMALOUS, THRESHOLD = "#1f77b4", "#d62728", "#222222"
 BARS_UP_TO = 16  # rows; a report with more rows (or more than 6 columns) is drawn as a heat map
 
 
-def image(figure: Figure):
-    """The figure rendered to an RGB uint8 tensor [3, H, W]."""
+def image(figure: Figure, drawn: FigureCanvasAgg | None = None):
+    """The figure rendered to an RGB uint8 tensor [3, H, W]; `drawn`: the canvas `save_png` already drew it on, read
+    as it is rather than drawn a second time."""
     import torch
 
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
+    canvas = drawn
+    if canvas is None:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1)
 
 
-def save_png(figure: Figure, path: Path) -> None:
-    """Written to a temporary name and renamed, like every artefact."""
+def save_png(figure: Figure, path: Path) -> FigureCanvasAgg:
+    """Written to a temporary name and renamed, like every artefact. Returns the canvas it was drawn on."""
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    FigureCanvasAgg(figure).print_png(str(tmp))
+    canvas = FigureCanvasAgg(figure)
+    canvas.print_png(str(tmp))
     tmp.replace(path)
+    return canvas
 
 
 def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Figure:

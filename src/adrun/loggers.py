@@ -164,10 +164,10 @@ def log_figure(trainer, tag: str, figure, step: int) -> Path | None:
         return None
     path = figure_path(trainer.default_root_dir, tag)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figures.save_png(figure, path)
+    canvas = figures.save_png(figure, path)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(tag, figures.image(figure), step)
+            logger.experiment.add_image(tag, figures.image(figure, drawn=canvas), step)  # drawn once, for the PNG
         elif isinstance(logger, MLFlowLogger):
             logger.experiment.log_artifact(logger.run_id, str(path), "figures")
         elif isinstance(logger, WandbLogger):

@@ -61,3 +61,17 @@ def test_an_artefact_is_written_whole_or_not_at_all(tmp_path):
         write_atomically(path, dies_halfway)
     assert json.loads(path.read_text()) == {"status": "ok"}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "no half-written file is left either"
+
+
+def test_a_failed_run_ends_its_wandb_run_so_the_next_in_this_process_starts_its_own(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from adrun.methods.ganomaly import GANomaly
+
+    def nan_loss(self, *args):
+        raise UserError("non-finite loss: made up for this test")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(GANomaly, "update", nan_loss)
+    with pytest.raises(UserError, match="made up for this test"):
+        run(tmp_path, *tiny("ganomaly", "logger=wandb"))
+    assert wandb.run is None, "the failed run's W&B run was finished"

@@ -52,6 +52,7 @@ def execute(plan: Plan) -> dict:
     module, datamodule = build(plan)  # a user's error here leaves nothing behind
     if writes:
         record_start(plan, run)
+    trainer = None
     with run.log() if writes else contextlib.nullcontext():
         try:
             with extra_ranks(plan):
@@ -75,6 +76,11 @@ def execute(plan: Plan) -> dict:
         except Exception as error:
             if writes:
                 run.write_results({"status": "failed", "error": describe(error), **plan.facts})
+            if trainer is not None:  # the loggers' runs end as failed, not left open for the next run in this process
+                with contextlib.suppress(Exception):
+                    from adrun import loggers
+
+                    loggers.finish(trainer, "failed")
             raise
 
 

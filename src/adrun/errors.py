@@ -45,8 +45,9 @@ def epochs_hint(key: str, parent) -> str:
     """`trainer.max_epochs` (a Lightning user's first try): the method's own epoch keys, which set it."""
     if key != "trainer.max_epochs" or parent is None:
         return ""
-    method = parent._get_root().get("method") or {}
-    keys = [f"method.{k}" for k in method if "epoch" in str(k)] or ["method.epochs"]
+    from adrun.contract import epoch_keys
+
+    keys = [f"method.{k}" for k in epoch_keys(parent._get_root().get("method") or {})]
     return f" (the method sets the epochs: {' or '.join(keys)})"
 
 

@@ -172,7 +172,8 @@ def trainer_arguments(cfg: DictConfig) -> dict:
         if key in args:
             what = "adrun (choose loggers with logger=tensorboard|csv|mlflow|wandb)" if key == "logger" else "adrun"
             if key == "max_epochs":
-                what = f"the method's epoch keys ({', '.join(f'method.{k}' for k in contract.epoch_keys(method))})"
+                keys = contract.epoch_keys(contract.parameters(method))
+                what = f"the method's epoch keys ({', '.join(f'method.{k}' for k in keys)})"
             raise UserError(f"trainer.{key} is set by {what}; leave trainer.{key} out")
     name = group_choice(cfg.method._target_)
     for key, needed in method.trainer_overrides.items():

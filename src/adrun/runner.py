@@ -236,7 +236,9 @@ def calibrate(plan: Plan, module, datamodule, trainer) -> None:
 
 def shorter_keys(plan: Plan) -> str:
     """What shortens a long fit: the method's epoch keys, the data budget, a GPU."""
-    epochs = [f"method.{k}" for k in plan.config["method"] if k.endswith("epochs") or k.endswith("epoch")]
+    from adrun.contract import epoch_keys
+
+    epochs = [f"method.{k}" for k in epoch_keys(plan.config["method"])]
     keys = ", ".join([*epochs, "data.train_subset", "data.image_size"])
     gpu = "" if plan.trainer_args.get("accelerator") == "gpu" else "; or run it on a GPU (hardware=gpu)"
     return f"shorten it with {keys}{gpu}"

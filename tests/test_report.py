@@ -118,6 +118,8 @@ def test_columns_are_tagged_with_the_experiment_and_method_overrides(tmp_path):
         fake_run(tmp_path / "ada" / str(i), "ada", 0, 0, 0.5, method_config=config, overrides=overrides)
     runs = [(None, {}, []), ("ganomaly_anomalib", {"adv_loss": "outputs", "init": "torch"}, [])]
     runs.append((None, {"adv_loss": "outputs"}, ["method.adv_loss=outputs"]))
+    runs.append((None, {}, ["data.batch_size=32", "data.root=/elsewhere"]))  # how it trains tags; where files are, not
+    runs.append((None, {}, ["data.drop_last=false"]))
     for i, (experiment, config, overrides) in enumerate(runs):
         overrides = overrides + ([f"experiment={experiment}"] if experiment else [])
         fake_run(tmp_path / "g" / str(i), "ganomaly", 0, 0, 0.7, method_config=config, overrides=overrides)
@@ -128,8 +130,10 @@ def test_columns_are_tagged_with_the_experiment_and_method_overrides(tmp_path):
         "ganomaly",
         "ganomaly[ganomaly_anomalib]",
         "ganomaly[adv_loss=outputs]",
+        "ganomaly[data.batch_size=32]",
+        "ganomaly[data.drop_last=false]",
     ]
-    fake_run(tmp_path / "g" / "3", "ganomaly", 0, 1, 0.7, method_config={"w_con": 40.0})  # the yaml edited since
+    fake_run(tmp_path / "g" / "9", "ganomaly", 0, 1, 0.7, method_config={"w_con": 40.0})  # the yaml edited since
     with pytest.raises(UserError, match=r"runs of ganomaly differ in method\.w_con \(None in .*, 40\.0 in"):
         build_table([read_run(p) for p in run_dirs([str(tmp_path / "g")])], "image_auroc")
 

@@ -5,7 +5,8 @@
 
 Rows are the protocol key the runs vary (`data.normal_class`, `data.category`, `data.abnormal_class`,
 `data.n_inliers`) plus a `mean` row; columns are methods, tagged with the `experiment=` and `method.*` overrides a run
-was made with (`ada[anovae]`, `ganomaly[ganomaly_anomalib]`, `ganomaly[adv_loss=outputs]`); a cell is the mean ±
+was made with (`ada[anovae]`, `ganomaly[ganomaly_anomalib]`, `ganomaly[adv_loss=outputs]`) and the data keys that
+change how it trains (`ganomaly[data.batch_size=32]`, `data.channels`, `data.drop_last`); a cell is the mean ±
 sample std over the runs that differ only in the seed. The mean row is, per seed, the mean over every row, then the
 mean ± std of those over the seeds that have every row — "mean ± std over n runs" as papers report it. A column may
 carry a published `reference:` block (an experiment config's; see `docs/design.md`): it is shown beside ours with the
@@ -35,6 +36,8 @@ from adrun.errors import UserError
 from adrun.tables import PROTOCOL_KEYS, Cell, Entry, aggregate, number
 
 NOT_PROTOCOL = {"root", "cache_dir", "download", "batch_size", "channels", "num_workers", "seed", "on_device"}  # how
+NOT_PROTOCOL |= {"drop_last"}  # … a method is fed, not what it is tested on
+FEEDS = ("batch_size", "channels", "drop_last")  # of those, the keys that change what trains: a column's tag when set
 REFERENCE_KEYS = {"source", "metric"}  # required in a reference block; `values` (per row), `mean`, `protocol` optional
 
 
@@ -51,6 +54,7 @@ class Run:
     metrics: dict
     experiment: str | None = None
     method_overrides: dict = field(default_factory=dict)  # method.* keys set on the command line
+    data_overrides: dict = field(default_factory=dict)  # data.* keys of FEEDS set on the command line
     row_names: dict = field(default_factory=dict)  # row value → its class name, where the data name classes
     reference: dict | None = None
     error: str | None = None
@@ -98,6 +102,7 @@ def read_run(path: Path) -> Run:
         metrics=results.get("metrics", {}),
         experiment=overrides.get("+experiment", overrides.get("experiment")),
         method_overrides={k.removeprefix("method."): v for k, v in overrides.items() if k.startswith("method.")},
+        data_overrides={k: v for k, v in overrides.items() if k in {f"data.{key}" for key in FEEDS}},
         row_names=row_names,
         reference=config.get("reference"),
         error=results.get("error"),
@@ -138,6 +143,7 @@ def column_labels(runs: list[Run]) -> dict[Path, str]:
         tags = [run.experiment] if run.experiment else []
         for key, value in sorted(run.method_overrides.items()):
             tags.append(value if key == "variant" else f"{key}={value}")
+        tags += [f"{key}={value}" for key, value in sorted(run.data_overrides.items())]
         label = f"{run.method}[{', '.join(tags)}]" if tags else run.method
         if run.peer:
             label = f"{run.peer['library']}:{run.peer['model'].lower()}"

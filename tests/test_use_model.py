@@ -162,3 +162,14 @@ def test_a_given_threshold_decides_and_sets_the_test_rates(trained):
     use(trained, "high", "mode=predict", f"input={trained / 'parts' / 'test' / 'good'}", "threshold=1e9")
     rows = list(csv.DictReader((trained / "high" / "predictions.csv").open()))
     assert len(rows) == 4 and {r["decision"] for r in rows} == {"normal"}
+
+
+def test_a_checkpoint_rescored_with_another_score_is_calibrated_again_as_if_trained_with_it(trained, tmp_path):
+    """GANomaly's score_norm changes the score, not the training: re-testing with it must equal training with it,
+    threshold included (the checkpoint's threshold is a quantile of the other score)."""
+    rescored = use(trained, "rescored", "mode=test", "method.score_norm=mse")
+    direct = json.loads((train(tmp_path, "method.score_norm=mse") / "run" / "results.json").read_text())
+    assert rescored["threshold"]["calibrated"] == direct["threshold"]["calibrated"]
+    assert rescored["metrics"] == pytest.approx(direct["metrics"], rel=1e-6)
+    first = json.loads((trained / "run" / "results.json").read_text())
+    assert rescored["threshold"]["calibrated"]["threshold"] != first["threshold"]["calibrated"]["threshold"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -44,6 +44,7 @@ class Plan:
     trainer_args: dict  # the Trainer's arguments: config, hardware profile and the method's needs, merged once
     start: str | None = None  # the checkpoint to start from: resume's, ckpt= (train), the model (test, predict)
     finished: dict | None = None  # resume=true on a finished run: its results, and nothing to do
+    rescored: list = field(default_factory=list)  # mode=test: method keys set unlike the checkpoint's (a new score)
 
     @property
     def cfg(self) -> DictConfig:
@@ -94,7 +95,11 @@ def prepare(
 
         input_files(cfg.input)
     facts = facts_of(cfg, overrides, hardware, method)
-    return Plan(cfg.mode, config, str(run_dir), facts, trainer_args, start, finished)
+    rescored = []
+    if cfg.mode == "test":
+        now, trained = config["method"], checkpoint.config["method"]
+        rescored = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
+    return Plan(cfg.mode, config, str(run_dir), facts, trainer_args, start, finished, rescored)
 
 
 def auto_channels(data: DictConfig) -> int:

@@ -67,6 +67,8 @@ def execute(plan: Plan) -> dict:
                     trainer.fit(module, datamodule, ckpt_path=plan.start)
                     fit_seconds = time.perf_counter() - clock
                     calibrate(plan, module, datamodule, trainer)
+                elif plan.rescored:
+                    recalibrate(plan, module, datamodule, trainer)
                 trainer.test(module, datamodule, verbose=False)
                 if not trainer.is_global_zero:
                     return {}
@@ -232,6 +234,18 @@ def calibrate(plan: Plan, module, datamodule, trainer) -> None:
 
     calibrated(module, datamodule, plan.config["threshold_quantile"], trainer.precision_plugin.forward_context)
     trainer.save_checkpoint(RunDir(plan.run_dir).checkpoint)
+
+
+def recalibrate(plan: Plan, module, datamodule, trainer) -> None:
+    """mode=test with method keys unlike the checkpoint's (`method.score_norm=mse`): the calibrated threshold was a
+    quantile of the other score, so it is taken again, as training took it, from the validation normals."""
+    from adrun.calibration import calibrate as calibrated
+
+    keys = ", ".join(f"method.{k}" for k in plan.rescored)
+    module.to(trainer.strategy.root_device)
+    calibrated(module, datamodule, plan.config["threshold_quantile"], trainer.precision_plugin.forward_context)
+    normals = int(module.threshold_normals)
+    log.info(f"{keys} unlike the checkpoint's: the threshold is calibrated again on its {normals} validation normals")
 
 
 def shorter_keys(plan: Plan) -> str:

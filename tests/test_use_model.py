@@ -173,3 +173,10 @@ def test_a_checkpoint_rescored_with_another_score_is_calibrated_again_as_if_trai
     assert rescored["metrics"] == pytest.approx(direct["metrics"], rel=1e-6)
     first = json.loads((trained / "run" / "results.json").read_text())
     assert rescored["threshold"]["calibrated"]["threshold"] != first["threshold"]["calibrated"]["threshold"]
+
+
+def test_a_retest_keeps_the_training_runs_seed_unless_given(tmp_path):
+    """adrun-report pairs runs by seed: a re-test of a seed-1 model filed as seed 0 would pair with the wrong run."""
+    trained = train(tmp_path, "seed=1", "method.epochs=1")
+    assert use(trained, "retest", "mode=test")["seed"] == 1
+    assert use(trained, "retest_seed2", "mode=test", "seed=2")["seed"] == 2

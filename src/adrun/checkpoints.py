@@ -3,7 +3,8 @@
 Every checkpoint carries the run's resolved config (`RunConfig`) and the calibrated threshold (a buffer of the method,
 saved with its weights), and the random generators as they were (`RandomState`), so that
 - `mode=test` / `mode=predict` rebuild the method and the preprocessing from the checkpoint alone (`merged_config`:
-  the command line sets the hardware, the loggers, the mode and its inputs, the threshold; `data=<other>`; single
+  the command line sets the hardware, the loggers, the mode and its inputs, the threshold, and the seed if it names
+  one (the training run's otherwise); `data=<other>`; single
   `method.*`, `data.*` and `trainer.*` keys on top of the checkpoint's);
 - `resume=true` ends with the same scores as a run that was never stopped: Lightning restores weights, optimisers and
   loops, `RandomState` the generators (torch, CUDA, NumPy, Python) at the start of the first resumed epoch — after the
@@ -124,6 +125,8 @@ class Checkpoint:
             self.check_method(cfg.method._target_)
         with open_dict(saved):
             for key in FROM_COMMAND_LINE:
+                if key == "seed" and key not in chosen:
+                    continue  # the training run's seed, unless given: results and tables pair a re-test with its run
                 saved[key] = cfg.get(key)  # None where the command line removed it (`~logger`: no loggers)
             if "data" in chosen:
                 saved.data = cfg.data

@@ -49,6 +49,15 @@ def test_compile_wraps_every_network_and_calls_the_compiled_one(tmp_path, monkey
     assert "forward" not in vars(built(tmp_path, "hardware.compile=false").generator)
 
 
+def test_a_critic_with_a_gradient_penalty_stays_uncompiled(tmp_path, monkeypatch):
+    """torch.compile's AOTAutograd has no double backward: f-AnoGAN's WGAN-GP penalty would fail in backward."""
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    wgan = build(prepare(composed(*tiny("fanogan", "hardware.compile=true")), tmp_path / "w"))[0]
+    assert not isinstance(wgan.discriminator.forward, Compiled) and isinstance(wgan.generator.forward, Compiled)
+    dcgan = build(prepare(composed(*tiny("fanogan", "method.gan=dcgan", "hardware.compile=true")), tmp_path / "d"))[0]
+    assert isinstance(dcgan.discriminator.forward, Compiled)
+
+
 def test_a_failing_compile_runs_on_uncompiled_with_one_line(tmp_path, monkeypatch, trained):
     def broken_compile(fn):
         def compiled(*args, **kwargs):

@@ -6,7 +6,8 @@
   through the entry point the method calls (`forward`, or PatchNet's `dense`). torch compiles at a network's first
   call; if that fails (no C++ compiler or Triton, an unsupported op, …) every network goes back to its plain method for
   the rest of the run and one line on the `adrun` logger says so. The failing call is run again uncompiled: torch
-  compiles a frame before it runs any of it, so nothing is done twice.
+  compiles a frame before it runs any of it, so nothing is done twice. A method's `uncompiled` networks stay plain
+  (f-AnoGAN's WGAN-GP critic: torch.compile has no double backward, and that fails in backward, past the fallback).
 - `hardware.trainer.precision`: checked here (`check_precision`); Lightning applies it.
 """
 
@@ -99,6 +100,9 @@ def compile_networks(module: nn.Module) -> CompileSwitch:
     switch = CompileSwitch()
     try:
         for name, net in networks(module):
+            if name in getattr(module, "uncompiled", ()):
+                log.info(f"hardware.compile: {name} stays uncompiled ({type(module).__name__}.uncompiled)")
+                continue
             switch.compile(name, net)
     except Exception as error:  # torch.compile itself refused (e.g. an unsupported Python)
         switch.off(error)

@@ -4,7 +4,8 @@ A method implements `score(batch) -> Scores` (adrun.scores: image scores, a map 
 variants and reconstruction; higher = more anomalous) and its own training. Evaluation happens elsewhere, once, for
 all methods (adrun.evaluation.Evaluator collects what `test_step` returns). A method declares what it needs rather
 than patching the run: `trainer_overrides` (Trainer arguments, e.g. `{"inference_mode": False}` for a search at test
-time), `uses_known_anomalies` (labelled anomalies stay in its training set), `trainer_epochs` (phased methods).
+time), `uses_known_anomalies` (labelled anomalies stay in its training set), `trainer_epochs` (phased methods),
+`uncompiled` (networks `hardware.compile` must leave plain: one a gradient penalty differentiates twice).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from adrun.scores import Scores, check_scores
 class AnomalyModule(pl.LightningModule):
     trainer_overrides: ClassVar[dict] = {}
     uses_known_anomalies: bool = False
+    uncompiled: tuple[str, ...] = ()  # names of networks hardware.compile leaves plain (torch.compile cannot run them)
 
     def __init__(self) -> None:
         super().__init__()

@@ -124,6 +124,12 @@ class FAnoGAN(GAN):
         return self.hparams.gan_epochs + self.hparams.encoder_epochs
 
     @property
+    def uncompiled(self) -> tuple[str, ...]:
+        """WGAN-GP's penalty back-propagates through ∇D: torch.compile's AOTAutograd has no double backward, and the
+        failure would come in a backward pass, outside the compile's fallback. D stays plain; G and E compile."""
+        return ("discriminator",) if self.hparams.gan == "wgan_gp" else ()
+
+    @property
     def phase(self) -> str:
         return PHASES[int(self.current_epoch >= self.hparams.gan_epochs)]
 

@@ -86,7 +86,7 @@ from adrun import figures, loggers, visual
 from adrun.contract import Count
 from adrun.errors import UserError, check_choice
 from adrun.methods.base import AnomalyModule
-from adrun.methods.losses import bce
+from adrun.methods.losses import bce, descend, real_fake_bce
 from adrun.nets.modes import frozen
 from adrun.scores import Scores
 
@@ -268,15 +268,9 @@ class OGNet(AnomalyModule):
             return self.phase1_update_as_code(x, opt_g, opt_d, backward)
         fake = self.generator(self.noisy(x))
         real_logit, fake_logit = self.discriminator(x), self.discriminator(fake.detach())
-        loss_d = 0.5 * (bce(real_logit, 0.0) + bce(fake_logit, 1.0))
-        opt_d.zero_grad()
-        backward(loss_d)
-        opt_d.step()
+        loss_d = descend(opt_d, 0.5 * real_fake_bce(fake_logit, real_logit), backward)  # D says 1 for "bad": G(X̃)
         adversarial, reconstruction = bce(self.discriminator(fake), 0.0), F.mse_loss(fake, x)
-        loss_g = h.w_adv * adversarial + h.w_rec * reconstruction
-        opt_g.zero_grad()
-        backward(loss_g)
-        opt_g.step()
+        loss_g = descend(opt_g, h.w_adv * adversarial + h.w_rec * reconstruction, backward)
         return {"loss_d": loss_d, "loss_g": loss_g, "loss_rec": reconstruction}
 
     def phase1_update_as_code(self, x: torch.Tensor, opt_g, opt_d, backward) -> dict[str, torch.Tensor]:
@@ -285,7 +279,7 @@ class OGNet(AnomalyModule):
         h = self.hparams
         fake = self.generator(self.noisy(x))
         fake_logit = self.discriminator(fake)
-        loss_d = 0.5 * (bce(self.discriminator(x), 0.0) + bce(fake_logit, 1.0))
+        loss_d = 0.5 * real_fake_bce(fake_logit, self.discriminator(x))
         opt_d.zero_grad()
         backward(loss_d, retain_graph=True)
         opt_g.zero_grad()  # G keeps nothing of D's loss
@@ -340,10 +334,7 @@ class OGNet(AnomalyModule):
         good, old = self.frozen_outputs(x, index)
         pseudo = self.pseudo_anomalies(old)
         loss_d = self.phase2_loss(*(self.discriminator(group) for group in (x, good, old, pseudo)))
-        opt_d.zero_grad()
-        backward(loss_d)
-        opt_d.step()
-        return {"loss_d": loss_d}
+        return {"loss_d": descend(opt_d, loss_d, backward)}
 
     def on_train_end(self) -> None:
         self._frozen_outputs = {}

@@ -184,7 +184,8 @@ def test_the_python_api_runs_what_the_cli_runs(own, tmp_path, adrun_here, monkey
     assert len(run.scores["score"]) == run.results["counts"]["test"]
     assert adrun.load(tmp_path / "api").metrics == run.metrics
     table = adrun.report([tmp_path / "api"])
-    assert table.splitlines()[0].split("|")[2].strip() == "mean", "the column is named after the method"
+    column = table.splitlines()[0].split("|")[2].strip()
+    assert column == "mean[data.batch_size=8]", "the column is named after the method, tagged with how it was fed"
     with pytest.raises(adrun.UserError, match=r"^method.epochs must be an integer ≥ 1, got 0$"):
         adrun.run([*args, "method.epochs=0"], run_dir=tmp_path / "refused")
     assert not (tmp_path / "refused").exists()

@@ -64,12 +64,6 @@ def parameters(cls: type) -> dict[str, inspect.Parameter]:
     return dict(list(inspect.signature(cls.__init__).parameters.items())[1:])
 
 
-def epoch_keys(keys) -> list[str]:
-    """Of a method's keys (its yaml's, or its constructor's), those that say how long it trains (`epochs`,
-    `gan_epochs`, `high_epoch`, …); `epochs` where none does. The one rule for every message that names them."""
-    return [str(k) for k in keys if "epoch" in str(k)] or ["epochs"]
-
-
 def check_method_config(config: dict) -> None:
     """The method's class keeps the contract and every value in its config fits its constructor: known keys, the
     required ones given, each value of its annotated type and bound."""

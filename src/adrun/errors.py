@@ -41,12 +41,16 @@ def key_hint(key: str, known: list[str]) -> str:
     return f" (did you mean {shown}?)"
 
 
+def epoch_keys(keys) -> list[str]:
+    """Of a method's keys (its yaml's, or its constructor's), those that say how long it trains (`epochs`,
+    `gan_epochs`, `high_epoch`, …); `epochs` where none does. The one rule for every message that names them."""
+    return [str(k) for k in keys if "epoch" in str(k)] or ["epochs"]
+
+
 def epochs_hint(key: str, parent) -> str:
     """`trainer.max_epochs` (a Lightning user's first try): the method's own epoch keys, which set it."""
     if key != "trainer.max_epochs" or parent is None:
         return ""
-    from adrun.contract import epoch_keys
-
     keys = [f"method.{k}" for k in epoch_keys(parent._get_root().get("method") or {})]
     return f" (the method sets the epochs: {' or '.join(keys)})"
 

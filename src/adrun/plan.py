@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from adrun import contract
 from adrun.artefacts import RunDir
 from adrun.checkpoints import Checkpoint, group_choice
-from adrun.errors import UserError, check_choice
+from adrun.errors import UserError, check_choice, epoch_keys
 from adrun.hardware import check_precision, check_switches
 from adrun.loggers import check_extras
 from adrun.resolvers import MODES
@@ -177,7 +177,7 @@ def trainer_arguments(cfg: DictConfig) -> dict:
         if key in args:
             what = "adrun (choose loggers with logger=tensorboard|csv|mlflow|wandb)" if key == "logger" else "adrun"
             if key == "max_epochs":
-                keys = contract.epoch_keys(contract.parameters(method))
+                keys = epoch_keys(contract.parameters(method))
                 what = f"the method's epoch keys ({', '.join(f'method.{k}' for k in keys)})"
             raise UserError(f"trainer.{key} is set by {what}; leave trainer.{key} out")
     name = group_choice(cfg.method._target_)

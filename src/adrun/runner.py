@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from adrun import ddp
 from adrun.artefacts import RunDir
 from adrun.checkpoints import Checkpoint, RandomState, RunConfig
-from adrun.errors import one_line
+from adrun.errors import epoch_keys, one_line
 from adrun.hardware import ChannelsLast, apply_switches
 from adrun.plan import Plan, facts_of, prepare
 
@@ -250,8 +250,6 @@ def recalibrate(plan: Plan, module, datamodule, trainer) -> None:
 
 def shorter_keys(plan: Plan) -> str:
     """What shortens a long fit: the method's epoch keys, the data budget, a GPU."""
-    from adrun.contract import epoch_keys
-
     epochs = [f"method.{k}" for k in epoch_keys(plan.config["method"])]
     keys = ", ".join([*epochs, "data.train_subset", "data.image_size"])
     gpu = "" if plan.trainer_args.get("accelerator") == "gpu" else "; or run it on a GPU (hardware=gpu)"

@@ -26,10 +26,11 @@ declare -A rows=(
   [batch32]="data.batch_size=32"
   [imagenet]="method.input_norm=imagenet data.channels=3"
   [matched]="experiment=ganomaly_anomalib method.input_norm=tanh data.batch_size=64"
+  [matched_drop]="experiment=ganomaly_anomalib method.input_norm=tanh data.batch_size=64 data.drop_last=true"
   [preset]="experiment=ganomaly_anomalib"
 )
 order="defaults drop_last_false init_torch adv_outputs enc_smooth_l1 padding4 d_reinit_off channels3 batch32 imagenet"
-order="$order matched preset"
+order="$order matched matched_drop preset"
 wanted=${ONLY:-$order score_mse}
 for name in $order; do
   [[ " $wanted " == *" $name "* ]] || continue

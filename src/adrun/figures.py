@@ -90,7 +90,9 @@ def curve_figure(x, y, label: str, chance: tuple, at_threshold, xlabel: str, yla
 def report_figure(rows: list[str], columns: list[str], means: list[list[float]], stds, metric: str) -> Figure:
     """Grouped bars with ±std error bars (rows on the x axis, a bar per column), or a heat map when many."""
     if len(rows) <= BARS_UP_TO and len(columns) <= 6:
-        figure = Figure(figsize=(max(6.0, 0.5 * len(rows) * len(columns) + 2), 4), dpi=110)
+        legend_rows = math.ceil((len(columns) + 1) / 2)  # above the bars, where it hides none of them
+        size = (max(6.0, 0.5 * len(rows) * len(columns) + 2), 4 + 0.25 * legend_rows)
+        figure = Figure(figsize=size, dpi=110, layout="constrained")
         ax = figure.add_subplot()
         width = 0.8 / len(columns)
         x = np.arange(len(rows))
@@ -102,7 +104,7 @@ def report_figure(rows: list[str], columns: list[str], means: list[list[float]],
         if "auroc" in metric:
             ax.axhline(0.5, color="0.3", linestyle="--", linewidth=0.8, label="chance (0.5)")
         ax.set_ylabel(f"{metric} (mean ± std; axis from 0)")
-        ax.legend(fontsize=8, ncols=min(3, len(columns)))
+        ax.legend(fontsize=8, ncols=2, loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)
     else:
         figure = Figure(figsize=(1.4 * len(columns) + 3, 0.3 * len(rows) + 1.5), dpi=110)
         ax = figure.add_subplot()
@@ -121,7 +123,8 @@ def ranks_figure(columns: list[str], ranks: list[float], cd: float, rows: int, p
     """Demšar's critical-difference picture: each column at its average rank (1 = best, on the left), the critical
     difference as a bar, and a thick line joining columns whose ranks differ by less than it (not told apart)."""
     order = sorted(range(len(columns)), key=lambda i: ranks[i])
-    figure = Figure(figsize=(7, 1.2 + 0.35 * len(columns)), dpi=110)
+    longest = max(len(c) for c in columns)  # the labels run beside their rank's line: room for them
+    figure = Figure(figsize=(max(7.0, 2 + 0.09 * longest), 1.4 + 0.35 * len(columns)), dpi=110)
     ax = figure.add_subplot()
     k = len(columns)
     ax.set_xlim(0.5, k + 0.5)
@@ -135,7 +138,9 @@ def ranks_figure(columns: list[str], ranks: list[float], cd: float, rows: int, p
         y = -(place + 1)
         ax.plot([ranks[i], ranks[i]], [0, y], color="0.4", linewidth=0.8)
         ax.plot(ranks[i], 0, "o", color="C0")
-        ax.text(ranks[i] + 0.05, y, f"{columns[i]} ({ranks[i]:.2f})", va="center", fontsize=8)
+        right = ranks[i] > (k + 1) / 2  # the worse half labelled to its line's left, so no label leaves the figure
+        x = ranks[i] - 0.05 if right else ranks[i] + 0.05
+        ax.text(x, y, f"{columns[i]} ({ranks[i]:.2f})", va="center", ha="right" if right else "left", fontsize=8)
     ax.plot([1, 1 + cd], [-(k + 1), -(k + 1)], color="C3", linewidth=2)
     ax.text(1 + cd / 2, -(k + 0.7), f"critical difference {cd:.2f}", ha="center", fontsize=8, color="C3")
     cliques, level = [], -0.3
@@ -145,7 +150,8 @@ def ranks_figure(columns: list[str], ranks: list[float], cd: float, rows: int, p
             cliques.append(members)
             ax.plot([ranks[members[0]], ranks[members[-1]]], [level, level], color="k", linewidth=3)
             level -= 0.25
-    ax.set_title(f"average rank over {rows} rows (1 = best); Friedman p = {p:.3g}; joined: within the CD", fontsize=9)
+    title = f"average rank over {rows} rows (1 = best); Friedman p = {p:.3g}; joined: within the CD"
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
 

@@ -115,7 +115,7 @@ def report_figure(rows: list[str], columns: list[str], means: list[list[float]],
         for (r, c), value in np.ndenumerate(grid):
             ax.text(c, r, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white")
         figure.colorbar(shown, ax=ax, label=metric)
-    figure.tight_layout()
+        figure.tight_layout()  # the bars' figure lays itself out (constrained, for the legend above the axes)
     return figure
 
 

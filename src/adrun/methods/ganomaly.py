@@ -31,8 +31,13 @@ Peers' variants (keys; the defaults are the paper's):
   pre-processor: [0, 1] then ImageNet mean/std per channel, 3 channels; the reconstruction, still a tanh, is compared
   with those inputs in L_con and D).
 - `d_reinit_below: 0` never re-initialises D (anomalib 2.x has no re-initialisation).
-`experiment=ganomaly_anomalib` sets all of these plus anomalib's MSE score, 3 channels and batch 32 (anomalib 2.x,
-src/anomalib/models/image/ganomaly/, read at commit 190b35baf).
+`experiment=ganomaly_anomalib` sets all of these plus anomalib's MSE score, 3 channels, batch 32 and its loader's short
+last batch (anomalib 2.x, src/anomalib/models/image/ganomaly/, read at commit 190b35baf).
+
+Measured (docs/results/ganomaly_choices.md: Fashion-MNIST budget protocol, 10 classes × 2 seeds, paired Δ): the
+paper's defaults score 0.905. Keeping a 4-image last training batch (`data.drop_last=false`; the official code drops
+it) costs 0.127; `init: torch` alone 0.080; anomalib's choices together, in [−1, 1] and batch 64, 0.030 with the
+paper's batching and 0.203 with the short batch; `score_norm: mse` changes nothing (+0.001).
 
 BatchNorm at test time: `test_batchnorm: eval` uses running statistics (inductive). The official code scores with
 BatchNorm in training mode, i.e. with each test batch's own statistics; `test_batchnorm: train` reproduces that. It is

@@ -60,23 +60,22 @@ def grouped_rows(rows: list[dict], metric_keys: list[str], repeat_over: tuple[st
     jobs vary), as tables.aggregate makes every table's cells."""
     swept = [k for k in PROTOCOL_KEYS if len({r.get(k) for r in rows if k in r}) > 1]
     protocol = swept[0] if swept else None
-    columns, grids = {}, {}
+    places = []  # each job's (row, column, repeat): the same for every metric
+    for r in rows:
+        setting = settings(r, metric_keys)
+        column = tuple(sorted((k, v) for k, v in setting.items() if k != protocol and k not in repeat_over))
+        places.append((str(r.get(protocol)), column, tuple(r.get(k) for k in repeat_over)))
+    grids = {}
     for metric in metric_keys:
-        entries = []
-        for r in rows:
-            setting = settings(r, metric_keys)
-            column = tuple(sorted((k, v) for k, v in setting.items() if k != protocol and k not in repeat_over))
-            columns[column] = None
-            repeat = tuple(r.get(k) for k in repeat_over)
-            value = number(r.get(metric)) if r.get("status") == "ok" else None
-            entries.append(Entry(str(r.get(protocol)), column, repeat, value, r["job"]))
+        values = [number(r.get(metric)) if r.get("status") == "ok" else None for r in rows]
+        entries = [Entry(*place, value, r["job"]) for place, value, r in zip(places, values, rows, strict=True)]
         grids[metric] = aggregate(entries, row_key=protocol or "row", repeat_key="/".join(repeat_over))
     repeats, means = [], []
     if not metric_keys:
         return repeats, means
     first = grids[metric_keys[0]]
     has_repeats = any(k in r for r in rows for k in repeat_over)
-    for column in columns:
+    for column in first.columns:
         present = [row for row in first.rows if (row, column) in first.cells and first.cells[(row, column)].runs]
         if has_repeats:
             for row in present:

@@ -71,22 +71,21 @@ def aggregate(entries: list[Entry], row_key: str = "row", repeat_key: str = "see
     """The table of `entries`; two runs at one row, column and repeat are refused (which one would count?)."""
     rows = list(dict.fromkeys(e.row for e in entries))
     columns = list(dict.fromkeys(e.column for e in entries))
-    seen: dict[tuple, object] = {}
+    members: dict[tuple, dict] = {}  # (row, column) → repeat → its entry
     for e in entries:
-        key = (e.row, e.column, e.repeat)
-        if key in seen:
+        runs = members.setdefault((e.row, e.column), {})
+        if e.repeat in runs:
             raise UserError(
-                f"two runs of {e.column} at {row_key}={e.row} with {repeat_key} {e.repeat}: {seen[key]} and {e.path}; "
-                "pass one of them"
+                f"two runs of {e.column} at {row_key}={e.row} with {repeat_key} {e.repeat}: {runs[e.repeat].path} and "
+                f"{e.path}; pass one of them"
             )
-        seen[key] = e.path
+        runs[e.repeat] = e
     cells = {}
     for r in rows:
         for c in columns:
-            members = [e for e in entries if e.row == r and e.column == c]
-            if members:
-                values = {e.repeat: e.value for e in members if e.value is not None}
-                cells[(r, c)] = Cell(values, paths={e.repeat: e.path for e in members})
+            if runs := members.get((r, c)):
+                values = {s: e.value for s, e in runs.items() if e.value is not None}
+                cells[(r, c)] = Cell(values, paths={s: e.path for s, e in runs.items()})
     left_out: dict[str, list] = {}
     if len(rows) > 1:
         for c in columns:

@@ -68,7 +68,7 @@ def execute(plan: Plan) -> dict:
                     fit_seconds = time.perf_counter() - clock
                     calibrate(plan, module, datamodule, trainer)
                 elif plan.rescored:
-                    recalibrate(plan, module, datamodule, trainer)
+                    calibrate(plan, module, datamodule, trainer)
                 trainer.test(module, datamodule, verbose=False)
                 if not trainer.is_global_zero:
                     return {}
@@ -229,21 +229,17 @@ def say_what_trains(plan: Plan, datamodule, writes: bool) -> None:
 
 
 def calibrate(plan: Plan, module, datamodule, trainer) -> None:
-    """The threshold from the validation normals, saved with the weights in checkpoints/last.ckpt."""
+    """The threshold from the validation normals: after training, saved with the weights in checkpoints/last.ckpt; in
+    mode=test with method keys unlike the checkpoint's (`method.score_norm=mse`), taken again as training took it,
+    since the checkpoint's was a quantile of the other score."""
     from adrun.calibration import calibrate as calibrated
 
+    module.to(trainer.strategy.root_device)  # where fit left it; a re-test's module has not been moved yet
     calibrated(module, datamodule, plan.config["threshold_quantile"], trainer.precision_plugin.forward_context)
-    trainer.save_checkpoint(RunDir(plan.run_dir).checkpoint)
-
-
-def recalibrate(plan: Plan, module, datamodule, trainer) -> None:
-    """mode=test with method keys unlike the checkpoint's (`method.score_norm=mse`): the calibrated threshold was a
-    quantile of the other score, so it is taken again, as training took it, from the validation normals."""
-    from adrun.calibration import calibrate as calibrated
-
+    if plan.mode == "train":
+        trainer.save_checkpoint(RunDir(plan.run_dir).checkpoint)
+        return
     keys = ", ".join(f"method.{k}" for k in plan.rescored)
-    module.to(trainer.strategy.root_device)
-    calibrated(module, datamodule, plan.config["threshold_quantile"], trainer.precision_plugin.forward_context)
     normals = int(module.threshold_normals)
     log.info(f"{keys} unlike the checkpoint's: the threshold is calibrated again on its {normals} validation normals")
 

@@ -37,7 +37,8 @@ from adrun.tables import PROTOCOL_KEYS, Cell, Entry, aggregate, number
 
 NOT_PROTOCOL = {"root", "cache_dir", "download", "batch_size", "channels", "num_workers", "seed", "on_device"}  # how
 NOT_PROTOCOL |= {"drop_last"}  # … a method is fed, not what it is tested on
-FEEDS = ("batch_size", "channels", "drop_last")  # of those, the keys that change what trains: a column's tag when set
+FEEDS = ("data.batch_size", "data.channels", "data.drop_last")  # of those, the keys that change what trains: a column
+# is tagged with them where the command line set them
 REFERENCE_KEYS = {"source", "metric"}  # required in a reference block; `values` (per row), `mean`, `protocol` optional
 
 
@@ -102,7 +103,7 @@ def read_run(path: Path) -> Run:
         metrics=results.get("metrics", {}),
         experiment=overrides.get("+experiment", overrides.get("experiment")),
         method_overrides={k.removeprefix("method."): v for k, v in overrides.items() if k.startswith("method.")},
-        data_overrides={k: v for k, v in overrides.items() if k in {f"data.{key}" for key in FEEDS}},
+        data_overrides={k: v for k, v in overrides.items() if k in FEEDS},
         row_names=row_names,
         reference=config.get("reference"),
         error=results.get("error"),

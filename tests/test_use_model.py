@@ -180,3 +180,14 @@ def test_a_retest_keeps_the_training_runs_seed_unless_given(tmp_path):
     trained = train(tmp_path, "seed=1", "method.epochs=1")
     assert use(trained, "retest", "mode=test")["seed"] == 1
     assert use(trained, "retest_seed2", "mode=test", "seed=2")["seed"] == 2
+
+
+def test_predict_with_another_score_decides_at_the_threshold_calibrated_for_that_score(trained):
+    """Predicting with `method.score_norm=mse` must not apply the checkpoint's L1 threshold to MSE scores."""
+    rescored = use(trained, "rescored_for_predict", "mode=test", "method.score_norm=mse")
+    images = trained / "parts" / "test" / "good"
+    predicted = use(trained, "predict_mse", "mode=predict", f"input={images}", "method.score_norm=mse")
+    assert predicted["threshold"]["calibrated"] == rescored["threshold"]["calibrated"]
+    assert predicted["threshold"]["value"] == rescored["threshold"]["calibrated"]["threshold"]
+    given = use(trained, "predict_mse_given", "mode=predict", f"input={images}", "method.score_norm=mse", "threshold=1")
+    assert given["threshold"]["value"] == 1 and given["threshold"]["given"]

@@ -44,7 +44,7 @@ class Plan:
     trainer_args: dict  # the Trainer's arguments: config, hardware profile and the method's needs, merged once
     start: str | None = None  # the checkpoint to start from: resume's, ckpt= (train), the model (test, predict)
     finished: dict | None = None  # resume=true on a finished run: its results, and nothing to do
-    rescored: list = field(default_factory=list)  # mode=test: method keys set unlike the checkpoint's (a new score)
+    rescored: list = field(default_factory=list)  # test/predict: method keys set unlike the checkpoint's (a new score)
 
     @property
     def cfg(self) -> DictConfig:
@@ -96,7 +96,7 @@ def prepare(
         input_files(cfg.input)
     facts = facts_of(cfg, overrides, hardware, method)
     rescored = []
-    if cfg.mode == "test":
+    if cfg.mode != "train":
         now, trained = config["method"], checkpoint.config["method"]
         rescored = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
     return Plan(cfg.mode, config, str(run_dir), facts, trainer_args, start, finished, rescored)

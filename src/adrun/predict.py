@@ -4,8 +4,10 @@ Images of any size and colour mode are converted as the training images were (ad
 channel conversion and resize as every dataset), scored by the method's own `score` through Lightning's predict loop
 (so the hardware profile, the precision and AnoGAN's latent search apply), and written to the run dir:
 - `predictions.csv`: path, score, decision (`anomalous` when score ≥ the threshold, `normal` otherwise; the threshold
-  is the checkpoint's calibrated one or `threshold=`), error: a file that cannot be read is a row with decision
-  `unreadable` and its error, and every other file is still scored (`strict=true`: the call then exits non-zero);
+  is the checkpoint's calibrated one, `threshold=`, or, where a method key changes the score, one calibrated again
+  on the training data's validation normals: runner.recalibrates), error: a file that cannot be read is a row with
+  decision `unreadable` and its error, and every other file is still scored (`strict=true`: the call then exits
+  non-zero);
 - `overlays/<file>.png`: each input at its own aspect (enlarged to 128 px when smaller) with its score map in colour
   over it, titled with its score and decision, and the colour bar of the map scale (one scale for the whole call, so
   images compare); the first 16 as one picture (`predict/overlays`) to every logger and in figures/ (adrun.loggers);

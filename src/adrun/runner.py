@@ -57,7 +57,7 @@ def execute(plan: Plan) -> dict:
         try:
             with extra_ranks(plan):
                 if plan.mode == "predict":
-                    return predict(plan, run, module)
+                    return predict(plan, run, module, datamodule)
                 timer, evaluator = timing_and_evaluation(plan)
                 trainer = build_trainer(plan, run, module, fit_callbacks(plan, run, timer, evaluator), datamodule)
                 say_what_trains(plan, datamodule, writes)
@@ -67,7 +67,7 @@ def execute(plan: Plan) -> dict:
                     trainer.fit(module, datamodule, ckpt_path=plan.start)
                     fit_seconds = time.perf_counter() - clock
                     calibrate(plan, module, datamodule, trainer)
-                elif plan.rescored:
+                elif recalibrates(plan):
                     calibrate(plan, module, datamodule, trainer)
                 trainer.test(module, datamodule, verbose=False)
                 if not trainer.is_global_zero:
@@ -119,7 +119,7 @@ def build(plan: Plan) -> tuple:
         module.on_load_checkpoint(checkpoint.contents)
         module.load_state_dict(checkpoint.contents["state_dict"])
     apply_switches(module, cfg.hardware)
-    if plan.mode == "predict":
+    if plan.mode == "predict" and not recalibrates(plan):
         return module, None
     datamodule = instantiate(cfg.data, use_known_anomalies=module.uses_known_anomalies)
     datamodule.prepare_data()  # downloads where asked, before setup reads the files
@@ -228,10 +228,16 @@ def say_what_trains(plan: Plan, datamodule, writes: bool) -> None:
         log.info(f"continuing from {plan.start}")
 
 
+def recalibrates(plan: Plan) -> bool:
+    """A re-test or predict whose method keys change the score (`method.score_norm=mse`) takes the threshold again from
+    the training data's validation normals: the checkpoint's was a quantile of the other score. Predict with a given
+    `threshold=` needs no calibrated one, so it does not read the training data."""
+    return bool(plan.rescored) and (plan.mode == "test" or plan.config.get("threshold") is None)
+
+
 def calibrate(plan: Plan, module, datamodule, trainer) -> None:
-    """The threshold from the validation normals: after training, saved with the weights in checkpoints/last.ckpt; in
-    mode=test with method keys unlike the checkpoint's (`method.score_norm=mse`), taken again as training took it,
-    since the checkpoint's was a quantile of the other score."""
+    """The threshold from the validation normals: after training, saved with the weights in checkpoints/last.ckpt;
+    in test and predict modes where `recalibrates`, taken again as training took it."""
     from adrun.calibration import calibrate as calibrated
 
     module.to(trainer.strategy.root_device)  # where fit left it; a re-test's module has not been moved yet
@@ -259,10 +265,12 @@ def shorter_test_keys(plan: Plan) -> str:
     return f"shorten it with {', '.join(['data.test_subset', *work])}{gpu}"
 
 
-def predict(plan: Plan, run: RunDir, module) -> dict:
+def predict(plan: Plan, run: RunDir, module, datamodule) -> dict:
     from adrun import predict as predicting
 
     trainer = build_trainer(plan, run, module, [], devices=1, num_nodes=1, strategy="auto", enable_progress_bar=False)
+    if datamodule is not None:  # recalibrates: the training data's validation normals, read for the new score
+        calibrate(plan, module, datamodule, trainer)
     return predicting.predict(plan.cfg, module, trainer, run, plan.start)
 
 

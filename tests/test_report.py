@@ -133,6 +133,9 @@ def test_columns_are_tagged_with_the_experiment_and_method_overrides(tmp_path):
         "ganomaly[data.batch_size=32]",
         "ganomaly[data.drop_last=false]",
     ]
+    swept = ["data.drop_last=False"]  # a multirun's spelling of the same value: the same column, not a new one
+    fake_run(tmp_path / "g" / "8", "ganomaly", 0, 1, 0.7, overrides=swept)
+    assert build_table([read_run(p) for p in run_dirs([str(tmp_path)])], "image_auroc").columns == table.columns
     fake_run(tmp_path / "g" / "9", "ganomaly", 0, 1, 0.7, method_config={"w_con": 40.0})  # the yaml edited since
     with pytest.raises(UserError, match=r"runs of ganomaly differ in method\.w_con \(None in .*, 40\.0 in"):
         build_table([read_run(p) for p in run_dirs([str(tmp_path / "g")])], "image_auroc")
@@ -262,6 +265,19 @@ def test_a_design_that_cannot_reach_significance_says_so(tmp_path):
     main([str(tmp_path / "a"), str(tmp_path / "b"), "--baseline", "ganomaly", "--out", str(out)])
     text = (out / "report.md").read_text()
     assert "n = 3: p = 0.25" in text and "This design cannot reach p < 0.05" in text and "add seeds" in text
+
+
+def test_an_interval_that_excludes_zero_beside_a_test_that_does_not_reject_is_said(tmp_path):
+    """Five rows, one seed, every difference positive: the bootstrap interval lies above 0, yet the exact Wilcoxon on
+    5 pairs cannot go below p = 0.0625. The line names the disagreement and whose verdict it is."""
+    for c in range(5):
+        fake_run(tmp_path / "a" / str(c), "ganomaly", c, 0, 0.6)
+        fake_run(tmp_path / "b" / str(c), "fanogan", c, 0, 0.6 + 0.01 * (c + 1))
+    out = tmp_path / "report"
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--baseline", "ganomaly", "--out", str(out)])
+    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- fanogan − ganomaly"))
+    assert "[+0.0" in line and "not shown" in line
+    assert "the interval excludes 0 but the Holm-adjusted test does not reject; the verdict is the test's" in line
 
 
 def test_an_unknown_baseline_is_one_line(tmp_path, capsys):

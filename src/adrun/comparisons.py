@@ -183,6 +183,14 @@ def notes(comparison: Comparison, metric: str) -> list[str]:
                 f"pairs; {d.test.says()}; Holm-adjusted over {len(comparison.deltas)} column(s): p = {d.p_holm:.3g} "
                 f"→ the difference {verdict} at {LEVEL}"
             )
+            excludes_zero = d.low == d.low and (d.low > 0 or d.high < 0)
+            if excludes_zero != (d.p_holm < LEVEL):
+                line += (
+                    f". The interval and the test disagree: the interval {'excludes' if excludes_zero else 'includes'} "
+                    f"0 but the Holm-adjusted test {'does not reject' if excludes_zero else 'rejects'}; the verdict is "
+                    f"the test's (a bootstrap interval on {d.pairs} pairs is approximate, and not adjusted across "
+                    "columns)"
+                )
             if d.test.smallest_p >= LEVEL:
                 line += (
                     f". This design cannot reach p < {LEVEL}: {d.test.n} pairs allow p ≥ {d.test.smallest_p:.3g}; "

@@ -87,7 +87,7 @@ def read_run(path: Path) -> Run:
     if not config_path.exists():
         raise UserError(f"{path} has results.json but no config.yaml: a run of an older adrun, re-test it")
     config = yaml.safe_load(config_path.read_text())
-    overrides = dict(o.split("=", 1) for o in results.get("overrides", []) if "=" in o)
+    overrides = {k: spelled(v) for k, v in (o.split("=", 1) for o in results.get("overrides", []) if "=" in o)}
     names = results.get("normal_class_names")
     classes = config["data"].get("normal_class")
     row_names = {}
@@ -109,6 +109,12 @@ def read_run(path: Path) -> Run:
         error=results.get("error"),
         peer=results.get("peer"),
     )
+
+
+def spelled(value: str) -> str:
+    """An override's value as the command line spells it: a multirun sweep hands Hydra's Python spelling (`True`) where
+    the user typed `true`, and one column must not become two."""
+    return {"True": "true", "False": "false", "None": "null"}.get(value, value)
 
 
 def row_key(runs: list[Run]) -> str | None:

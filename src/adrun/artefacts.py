@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import platform
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -27,18 +26,19 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from adrun.atomic import write_via
+
 HYDRA_OWN = {".hydra"}  # what Hydra makes in a run dir before adrun's code runs
 
 
 def write_atomically(path: Path, write: Callable) -> None:
     """Write through a temporary file and rename, so a half-written file never looks like a result."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def opened(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_via(path, opened)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from adrun.atomic import write_via
+
 NORMAL, ANOMALOUS, THRESHOLD = "#1f77b4", "#d62728", "#222222"
 BARS_UP_TO = 16  # rows; a report with more rows (or more than 6 columns) is drawn as a heat map
 
@@ -29,10 +31,8 @@ def image(figure: Figure, drawn: FigureCanvasAgg | None = None):
 
 def save_png(figure: Figure, path: Path) -> FigureCanvasAgg:
     """Written to a temporary name and renamed, like every artefact. Returns the canvas it was drawn on."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     canvas = FigureCanvasAgg(figure)
-    canvas.print_png(str(tmp))
-    tmp.replace(path)
+    write_via(path, lambda tmp: canvas.print_png(str(tmp)))
     return canvas
 
 

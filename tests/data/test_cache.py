@@ -1,5 +1,7 @@
 """Decode once: the split cache serves the second run in one read and rebuilds when the files change."""
 
+from pathlib import Path
+
 import torch
 
 from adrun.data.cache import cached, fingerprint
@@ -43,6 +45,7 @@ def test_two_jobs_building_the_same_cache_at_once_both_finish(tmp_path, monkeypa
 
     import torch
 
+    from adrun import atomic
     from adrun.data import cache
 
     key, real_replace, interrupted = {"dataset": "x", "size": 8}, os.replace, []
@@ -53,8 +56,19 @@ def test_two_jobs_building_the_same_cache_at_once_both_finish(tmp_path, monkeypa
             cache.cached(tmp_path, key, lambda: {"x": torch.zeros(2)})  # the other job, finishing first
         real_replace(source, target)
 
-    monkeypatch.setattr(cache.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     built = cache.cached(tmp_path, key, lambda: {"x": torch.ones(2)})
     assert torch.equal(built["x"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == [], "no temporary file left"
     assert len(list(tmp_path.glob("x-*.pt"))) == 1
+
+
+def test_every_file_written_into_place_goes_through_the_one_atomic_writer():
+    """MNIST's unpacking kept a shared temporary name after the cache's was fixed, and two jobs of a Fashion-MNIST
+    sweep on a fresh machine raced on it (one died on FileNotFoundError): one writer, so the fix is made once."""
+    import adrun
+
+    package = Path(adrun.__file__).parent
+    renames = ("os.replace(", "tmp.replace(", ".rename(")
+    sources = {p.name: p.read_text() for p in package.rglob("*.py") if p.name != "atomic.py"}
+    assert [name for name, text in sources.items() if any(r in text for r in renames)] == []

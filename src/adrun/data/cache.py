@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from adrun.atomic import write_via
 
 
 def fingerprint(root: Path) -> str:
@@ -36,13 +37,5 @@ def cached(cache_dir: Path, key: dict, build: Callable[[], dict]) -> dict:
         return torch.load(path, weights_only=True)
     built = build()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # A temporary file of its own: the jobs of a local sweep may build the same cache at once (a shared name let one
-    # job rename the other's file away: FileNotFoundError); each renames a whole file, the last one stays.
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
-    os.close(handle)
-    try:
-        torch.save(built, name)
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    write_via(path, lambda tmp: torch.save(built, tmp))  # the jobs of a local sweep may build it at once
     return built

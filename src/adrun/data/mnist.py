@@ -9,13 +9,13 @@ leaves nothing half-unpacked in the cache.
 
 import gzip
 import math
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import torchvision
 
+from adrun.atomic import write_via
 from adrun.data.base import AnomalyDataModule, Split
 from adrun.errors import UserError
 
@@ -76,9 +76,7 @@ class MNIST(AnomalyDataModule):
         except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
             raise UserError(f"{self.name}: cannot unpack {gz}: {error}; {self.fetch_again}") from error
         self.check_idx(gz, data[:16], len(data))
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_via(target, lambda tmp: tmp.write_bytes(data))
 
     def check_file(self, path: Path) -> None:
         with open(path, "rb") as file:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adrun.atomic import write_via
 from adrun.errors import UserError
 from adrun.eta import TIMED_STEPS, duration, long_phase_line
 from adrun.methods.losses import check_finite
@@ -276,8 +276,6 @@ def _obtain_teacher(
     facts |= {"train_s": time.perf_counter() - start, "final_losses": final, "trained_now": True}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(net.state_dict(), tmp)
-        os.replace(tmp, path)
+        write_via(path, lambda tmp: torch.save(net.state_dict(), tmp))
         facts["file"] = str(path)
     return net, facts

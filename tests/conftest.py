@@ -27,6 +27,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 METRICS_WITH_MASKS = {"image_auroc", "image_ap", "image_f1", "image_eer", "image_f1_eer", "pixel_auroc", "pixel_aupro"}
 METRICS_WITH_MASKS |= {"image_fpr_at_threshold", "image_tpr_at_threshold"}  # at the threshold from validation normals
 METRICS_WITH_MASKS |= {"image_auroc_ci95_lo", "image_auroc_ci95_hi"}  # the AUROC's interval (adrun.stats)
+METRICS_WITH_MASKS |= {"pixel_auroc_ci95_lo", "pixel_auroc_ci95_hi"}  # the image the unit (stats.clustered_variance)
 # what a run leaves (with the default logger)
 RUN_DIR = ["adrun.log", "checkpoints", "config.yaml", "figures", "results.json", "scores.csv", "tb"]
 SMALL = ("data.image_size=16", "data.batch_size=8", "trainer.log_every_n_steps=1")  # any dataset

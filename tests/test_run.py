@@ -28,6 +28,11 @@ def test_results_json(finished):
     assert saved["status"] == "ok" and (saved["method"], saved["data"]) == ("ganomaly", "synthetic")
     assert set(saved["metrics"]) == METRICS_WITH_MASKS
     assert all(0 <= v <= 1 for v in saved["metrics"].values())
+    low, high = saved["pixel_auroc_ci95"]
+    assert (
+        low <= saved["metrics"]["pixel_auroc"] <= high
+        and "the unit is the test image" in saved["pixel_interval_method"]
+    )
     assert saved["counts"] == {"train": 43, "val": 5, "test": 32, "test_anomalous": 16}
     timings = saved["timings"]
     assert timings["fit_s"] > 0 and timings["train_images_per_s"] > 0 and timings["test_images_per_s"] > 0
@@ -54,7 +59,8 @@ def test_the_log_keeps_what_the_run_said(finished):
     _, run_dir = finished
     lines = (run_dir / "adrun.log").read_text().splitlines()
     assert lines and "[adrun] ganomaly on synthetic (normal: texture): image AUROC" in lines[-1]
-    assert re.search(r" · pixel AUROC [01]\.\d{4} · AUPRO [01]\.\d{4} · ", lines[-1]), "masks: pixel figures too"
+    pixel = r" · pixel AUROC [01]\.\d{4} \[[01]\.\d{3}, [01]\.\d{3}\] · AUPRO [01]\.\d{4} · "
+    assert re.search(pixel, lines[-1]), "masks: pixel figures too, the pixel AUROC with its interval"
     warning = "the threshold is the 0.99 quantile of only 5 validation normals (the FPR it sets moves in steps of 1/5"
     assert any(warning in line for line in lines), "a threshold on few normals says so"
 

@@ -102,3 +102,39 @@ def test_at_complete_separation_the_interval_is_not_a_point_and_still_covers(tru
     low, high = stats.auroc_interval(np.r_[np.zeros(12), np.ones(5)], np.r_[np.zeros(12), np.ones(5)])
     assert high == 1.0 and 0.6 < low < 0.9, "12 normals and 5 anomalies ordered right prove far less than AUROC 1"
     assert stats.auroc_interval(-np.r_[np.zeros(12), np.ones(5)], np.r_[np.zeros(12), np.ones(5)])[0] == 0.0
+
+
+def clustered_binormal(rng, tau: float, d: float, images: int = 40, pixels: int = 100, positives: int = 25):
+    """Score maps of `images` test images, half of them defective (`positives` anomalous pixels each): every pixel is
+    its image's offset u ~ N(0, τ²) (its lighting, as the model sees it) plus N(0, 1), anomalous pixels shifted by d.
+    Returns scores, labels, the image of each pixel, and the true AUROC of this design: within one image a pair
+    differs by N(d, 2), across images by N(d, 2 + 2τ²), weighted by how many pairs of each kind the design has."""
+    labels = np.zeros((images, pixels), int)
+    labels[images // 2 :, :positives] = 1
+    scores = rng.normal(0, tau, (images, 1)) + rng.normal(size=(images, pixels)) + d * labels
+    image = np.repeat(np.arange(images), pixels)
+    within = (images // 2) * positives * (pixels - positives) / (labels.sum() * (labels == 0).sum())
+    true = within * norm.cdf(d / math.sqrt(2)) + (1 - within) * norm.cdf(d / math.sqrt(2 + 2 * tau**2))
+    return scores.ravel(), labels.ravel(), image, true
+
+
+def test_the_clustered_variance_is_delongs_when_every_cluster_holds_one_observation():
+    scores, labels = binormal(np.random.default_rng(3), 1.0, 200, 80)
+    variance, units = stats.clustered_variance(scores, labels, np.arange(len(labels)))
+    assert variance == pytest.approx(stats.delong_variance(scores, labels), rel=1e-12) and units == (200, 80)
+
+
+@pytest.mark.parametrize("tau, d", [(1.0, 1.5), (1.0, 3.0), (0.0, 1.5)])
+def test_the_pixel_interval_with_the_image_as_unit_covers_where_pixel_delong_does_not(tau, d):
+    """300 draws each; 95 % nominal. Measured with these seeds: clustered 0.940, 0.923, 0.917; the same interval with
+    every pixel as a unit 0.447, 0.403 where images differ (τ = 1), and 0.933 where they do not (τ = 0)."""
+    rng, covered, naive = np.random.default_rng(1), 0, 0
+    for _ in range(300):
+        scores, labels, image, true = clustered_binormal(rng, tau, d)
+        low, high = stats.auroc_interval(scores, labels, clusters=image)
+        covered += low <= true <= high
+        low, high = stats.auroc_interval(scores, labels)
+        naive += low <= true <= high
+    assert 0.88 <= covered / 300 <= 0.99
+    if tau > 0:
+        assert naive / 300 < 0.7, "pixels of one image are not independent: the pixel as unit must undercover"

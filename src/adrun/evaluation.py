@@ -141,12 +141,23 @@ def aupro(maps: torch.Tensor, masks: torch.Tensor, max_fpr: float = PRO_MAX_FPR)
     return min((torch.trapezoid(pro, fpr) / max_fpr).item(), 1.0)  # cumulative sums can overshoot 1 by an ulp
 
 
+PIXEL_METRICS = ("pixel_auroc", "pixel_auroc_ci95_lo", "pixel_auroc_ci95_hi", "pixel_aupro")
+
+
 def pixel_metrics(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
-    """Pixel AUROC over every test pixel, and AUPRO up to FPR 0.3."""
+    """Pixel AUROC over every test pixel with its 95 % interval, the test image the unit (adrun.stats
+    .clustered_variance: an image's pixels are not independent draws), and AUPRO up to FPR 0.3."""
     target = (masks.flatten() > 0.5).long()
     if target.min() == target.max():
-        return {"pixel_auroc": math.nan, "pixel_aupro": math.nan}
-    return {"pixel_auroc": auroc(unit_ranks(maps), target), "pixel_aupro": aupro(maps, masks)}
+        return dict.fromkeys(PIXEL_METRICS, math.nan)
+    image_of_pixel = torch.arange(len(maps)).repeat_interleave(maps[0].numel())
+    low, high = stats.auroc_interval(maps.flatten().double().numpy(), target.numpy(), clusters=image_of_pixel.numpy())
+    return {
+        "pixel_auroc": auroc(unit_ranks(maps), target),
+        "pixel_auroc_ci95_lo": low,
+        "pixel_auroc_ci95_hi": high,
+        "pixel_aupro": aupro(maps, masks),
+    }
 
 
 def rates_at(scores: torch.Tensor, labels: torch.Tensor, threshold: float | None) -> dict[str, float]:

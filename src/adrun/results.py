@@ -8,7 +8,7 @@ import math
 from adrun import loggers
 from adrun.artefacts import RunDir, versions
 from adrun.calibration import threshold_facts
-from adrun.stats import BELOW_CHANCE, INTERVAL_METHOD
+from adrun.stats import BELOW_CHANCE, INTERVAL_METHOD, PIXEL_INTERVAL_METHOD
 
 log = logging.getLogger("adrun")
 
@@ -27,6 +27,7 @@ def record(plan, run: RunDir, trainer, evaluator, built: tuple, fit_seconds: flo
         "metrics": {key: None if value != value else value for key, value in metrics.items()},  # NaN → null
         "image_auroc_ci95": interval(metrics),
         "interval_method": INTERVAL_METHOD,
+        **pixel_interval(metrics),
         "counts": {
             "train": len(datamodule.train_set),
             "val": len(datamodule.val_set),
@@ -60,23 +61,32 @@ def last_line(plan, run: RunDir, metrics: dict, threshold: float | None, normal:
         )
     )
     pixel = "".join(
-        f" · {name} {metrics[key]:.4f}"
+        f" · {name} {metrics[key]:.4f}{bracket(interval(metrics, key) if key == 'pixel_auroc' else None)}"
         for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO"))
         if metrics.get(key) == metrics.get(key) and key in metrics  # present and not NaN
     )
-    low, high = interval(metrics) or (math.nan, math.nan)
-    shown = f" [{low:.3f}, {high:.3f}]" if low == low else ""
-    below = f" · BELOW CHANCE: {BELOW_CHANCE}" if high < 0.5 else ""
+    image = interval(metrics)
+    below = f" · BELOW CHANCE: {BELOW_CHANCE}" if image and image[1] < 0.5 else ""
     return (
         f"{plan.facts['method']} on {plan.facts['data']} (normal: {normal}): image AUROC {metrics['image_auroc']:.4f}"
-        f"{shown}{below}{pixel}{at} · results in {run.path}{f' · view: {view}' if view else ''}"
+        f"{bracket(image)}{below}{pixel}{at} · results in {run.path}{f' · view: {view}' if view else ''}"
     )
 
 
-def interval(metrics: dict) -> list[float] | None:
-    """[low, high] of the image AUROC's 95 % interval; None where it has none (one class in the test set)."""
-    low, high = metrics.get("image_auroc_ci95_lo", math.nan), metrics.get("image_auroc_ci95_hi", math.nan)
+def interval(metrics: dict, key: str = "image_auroc") -> list[float] | None:
+    """[low, high] of an AUROC's 95 % interval; None where it has none (one class in the test set, no masks)."""
+    low, high = metrics.get(f"{key}_ci95_lo", math.nan), metrics.get(f"{key}_ci95_hi", math.nan)
     return None if low != low or high != high else [low, high]
+
+
+def pixel_interval(metrics: dict) -> dict:
+    """results.json's pixel AUROC interval and how it was made, where the data have masks."""
+    found = interval(metrics, "pixel_auroc")
+    return {} if found is None else {"pixel_auroc_ci95": found, "pixel_interval_method": PIXEL_INTERVAL_METHOD}
+
+
+def bracket(found: list[float] | None) -> str:
+    return "" if found is None else f" [{found[0]:.3f}, {found[1]:.3f}]"
 
 
 def hparams_of(plan, normal_class: list[int]) -> dict:

@@ -7,6 +7,8 @@
   ≈ 95 % at 900 / 100. At an AUROC of exactly 0 or 1 (every pair ordered one way) DeLong's variance is 0; there a
   Wilson-type score interval (`score_interval`) is given instead of a point, which covered 0.96–0.97 where the point
   [1, 1] never can.
+- `clustered_variance`: Obuchowski (1997)'s AUROC variance for clustered data, for the pixel AUROC: the unit is the
+  test image (its pixels are not independent draws).
 - `delong`: DeLong, DeLong & Clarke-Pearson (1988): the AUROCs of two scorings of the same test images, their
   covariance from the placement values, and the z-test of their difference (correlated ROC curves).
 - `paired_test`: the Wilcoxon signed-rank test on paired differences (scipy.stats.wilcoxon, exact where n is small),
@@ -41,21 +43,25 @@ def split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return scores[labels == 0], scores[labels == 1]
 
 
-def auroc_interval(scores, labels, level: float = LEVEL) -> tuple[float, float]:
-    """(low, high) of the image AUROC's `level` interval: DeLong's variance on the logit scale, mapped back (the
-    interval stays in [0, 1] and is asymmetric near 1, where the plain normal one undercovers). At an AUROC of exactly
-    0 or 1 DeLong's variance is 0 and the interval would be a point: there the score interval (`score_interval`)
-    takes over. NaN, NaN when a class has fewer than two images."""
+def auroc_interval(scores, labels, level: float = LEVEL, clusters=None) -> tuple[float, float]:
+    """(low, high) of the AUROC's `level` interval: DeLong's variance on the logit scale, mapped back (the interval
+    stays in [0, 1] and is asymmetric near 1, where the plain normal one undercovers). With `clusters` (the test image
+    of each pixel) the variance is Obuchowski's for clustered data (`clustered_variance`): the image is the unit. At an
+    AUROC of exactly 0 or 1 the variance is 0 and the interval would be a point: there the score interval
+    (`score_interval`) takes over, on the counts of images. NaN, NaN when a class has fewer than two units."""
     from scipy.stats import norm
 
     normal, anomalous = split(scores, labels)
-    if min(len(normal), len(anomalous)) < 2:
+    if clusters is None:
+        variance, units = delong_variance(scores, labels), (len(normal), len(anomalous))
+    else:
+        variance, units = clustered_variance(scores, labels, clusters)
+    if min(units) < 2:
         return math.nan, math.nan
     area = float(auroc(normal, anomalous))
     z = norm.ppf(0.5 + level / 2)
-    variance = delong_variance(scores, labels)
     if area in (0.0, 1.0) or variance <= 0:  # complete separation: no spread for DeLong to see
-        return score_interval(area, len(normal), len(anomalous), z)
+        return score_interval(area, *units, z)
     se = math.sqrt(variance) / (area * (1 - area))
     centre, half = math.log(area / (1 - area)), z * se
     return 1 / (1 + math.exp(-(centre - half))), 1 / (1 + math.exp(-(centre + half)))
@@ -82,6 +88,10 @@ def score_interval(area: float, n0: int, n1: int, z: float) -> tuple[float, floa
     return low, high
 
 
+PIXEL_INTERVAL_METHOD = (
+    "Obuchowski's variance for clustered ROC data (Biometrics 1997) on the logit scale: DeLong's placement values "
+    "summed per test image, so the unit is the test image, not the pixel"
+)
 INTERVAL_METHOD = (
     "DeLong's variance (DeLong et al. 1988) on the logit scale, mapped back (at an AUROC of 0 or 1, a Wilson-type "
     "score interval with Hanley & McNeil's variance, after Newcombe 2006); the unit is the test image, normals and "
@@ -144,6 +154,31 @@ def delong_variance(scores, labels) -> float:
     """One AUROC's DeLong variance (for its standard error)."""
     v10, v01 = placements(*split(scores, labels))
     return float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01))
+
+
+def clustered_variance(scores, labels, clusters) -> tuple[float, tuple[int, int]]:
+    """Obuchowski (1997, Biometrics 53:567): the AUROC's variance when observations come in correlated clusters — a
+    test image's pixels. DeLong's placement values are summed per cluster, so what varies is the image, not the pixel
+    (pixels of one image share its lighting, texture and the model's view of it; counted as independent they give an
+    interval far too narrow). Returns the variance and the numbers of clusters holding normals and anomalies. With one
+    observation per cluster it is DeLong's variance."""
+    labels, clusters = np.asarray(labels), np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
+    v10, v01 = placements(*split(scores, labels))
+    area, n_clusters = float(v10.mean()), int(clusters.max()) + 1
+    sums, counts = [], []
+    for label, values in ((1, v10), (0, v01)):
+        members = clusters[labels == label]
+        sums.append(np.bincount(members, weights=values, minlength=n_clusters))
+        counts.append(np.bincount(members, minlength=n_clusters))
+    d10, d01 = sums[0] - counts[0] * area, sums[1] - counts[1] * area  # each cluster's departure from the AUROC
+    i10, i01 = int(np.count_nonzero(counts[0])), int(np.count_nonzero(counts[1]))
+    m, n = len(v10), len(v01)
+    if min(i10, i01) < 2:
+        return math.nan, (i01, i10)
+    s10 = i10 / ((i10 - 1) * m) * float(d10 @ d10)
+    s01 = i01 / ((i01 - 1) * n) * float(d01 @ d01)
+    s11 = n_clusters / (n_clusters - 1) * float(d10 @ d01)
+    return s10 / m + s01 / n + 2 * s11 / (m * n), (i01, i10)
 
 
 @dataclass(frozen=True)

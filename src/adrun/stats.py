@@ -52,13 +52,16 @@ def auroc_interval(scores, labels, level: float = LEVEL, clusters=None) -> tuple
     from scipy.stats import norm
 
     normal, anomalous = split(scores, labels)
+    if min(len(normal), len(anomalous)) < 2:
+        return math.nan, math.nan
+    v10, v01 = placements(normal, anomalous)  # ranked once: a pixel AUROC has millions of them
     if clusters is None:
-        variance, units = delong_variance(scores, labels), (len(normal), len(anomalous))
+        variance, units = float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01)), (len(v01), len(v10))
     else:
-        variance, units = clustered_variance(scores, labels, clusters)
+        variance, units = cluster_variance(v10, v01, labels, clusters)
     if min(units) < 2:
         return math.nan, math.nan
-    area = float(auroc(normal, anomalous))
+    area = float(v10.mean())
     z = norm.ppf(0.5 + level / 2)
     if area in (0.0, 1.0) or variance <= 0:  # complete separation: no spread for DeLong to see
         return score_interval(area, *units, z)
@@ -162,8 +165,12 @@ def clustered_variance(scores, labels, clusters) -> tuple[float, tuple[int, int]
     (pixels of one image share its lighting, texture and the model's view of it; counted as independent they give an
     interval far too narrow). Returns the variance and the numbers of clusters holding normals and anomalies. With one
     observation per cluster it is DeLong's variance."""
+    return cluster_variance(*placements(*split(scores, labels)), labels, clusters)
+
+
+def cluster_variance(v10, v01, labels, clusters) -> tuple[float, tuple[int, int]]:
+    """`clustered_variance` from the placement values already computed (the anomalies' v10, the normals' v01)."""
     labels, clusters = np.asarray(labels), np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
-    v10, v01 = placements(*split(scores, labels))
     area, n_clusters = float(v10.mean()), int(clusters.max()) + 1
     sums, counts = [], []
     for label, values in ((1, v10), (0, v01)):

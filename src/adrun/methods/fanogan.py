@@ -43,6 +43,10 @@ Choices:
   all of the prior's mass inside tanh's range; it was this module's default before.
 - E is `nets.dcgan.Encoder` (the GANomaly/DCGAN encoder, base width `nef`) followed by the tanh; G and D are adrun's
   DCGAN networks at every image size, not the official code's 64 × 64 residual networks.
+- Measured (docs/results/fanogan_gan.md, Fashion-MNIST budget protocol, 900 training images): WGAN-GP's G steps once
+  per n_critic = 5 critic steps, so at `gan_epochs: 15` it gets a fifth of DCGAN's generator steps and scores 0.750
+  where `gan=dcgan` scores 0.884 (seeds 0, 1); with the same generator steps (`gan_epochs=75`, seed 0) 0.905, above
+  DCGAN on 8 of 10 classes. Budgets for f-AnoGAN should count generator steps, not epochs.
 - Logged: `train/loss_d`, `train/loss_g` (at G's steps), and for wgan_gp `train/wasserstein` (W = E[D(x)] −
   E[D(G(z))]) and `train/gp`. Validation logs the GAN's losses in the GAN phase (for wgan_gp, L_D without the penalty,
   which needs gradients, i.e. −W, and L_G) and `val/izi_f` on the validation normals in the encoder phase.

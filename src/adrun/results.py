@@ -61,7 +61,7 @@ def last_line(plan, run: RunDir, metrics: dict, threshold: float | None, normal:
         )
     )
     pixel = "".join(
-        f" · {name} {metrics[key]:.4f}{bracket(interval(metrics, key) if key == 'pixel_auroc' else None)}"
+        f" · {name} {metrics[key]:.4f}{bracket(interval(metrics, key))}"
         for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO"))
         if metrics.get(key) == metrics.get(key) and key in metrics  # present and not NaN
     )

@@ -55,10 +55,7 @@ def auroc_interval(scores, labels, level: float = LEVEL, clusters=None) -> tuple
     if min(len(normal), len(anomalous)) < 2:
         return math.nan, math.nan
     v10, v01 = placements(normal, anomalous)  # ranked once: a pixel AUROC has millions of them
-    if clusters is None:
-        variance, units = float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01)), (len(v01), len(v10))
-    else:
-        variance, units = cluster_variance(v10, v01, labels, clusters)
+    variance, units = placement_variance(v10, v01, labels, clusters)
     if min(units) < 2:
         return math.nan, math.nan
     area = float(v10.mean())
@@ -155,8 +152,7 @@ def delong(scores_a, scores_b, labels) -> PairedAUROC:
 
 def delong_variance(scores, labels) -> float:
     """One AUROC's DeLong variance (for its standard error)."""
-    v10, v01 = placements(*split(scores, labels))
-    return float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01))
+    return placement_variance(*placements(*split(scores, labels)))[0]
 
 
 def clustered_variance(scores, labels, clusters) -> tuple[float, tuple[int, int]]:
@@ -165,11 +161,15 @@ def clustered_variance(scores, labels, clusters) -> tuple[float, tuple[int, int]
     (pixels of one image share its lighting, texture and the model's view of it; counted as independent they give an
     interval far too narrow). Returns the variance and the numbers of clusters holding normals and anomalies. With one
     observation per cluster it is DeLong's variance."""
-    return cluster_variance(*placements(*split(scores, labels)), labels, clusters)
+    return placement_variance(*placements(*split(scores, labels)), labels, clusters)
 
 
-def cluster_variance(v10, v01, labels, clusters) -> tuple[float, tuple[int, int]]:
-    """`clustered_variance` from the placement values already computed (the anomalies' v10, the normals' v01)."""
+def placement_variance(v10, v01, labels=None, clusters=None) -> tuple[float, tuple[int, int]]:
+    """The AUROC's variance from its placement values (the anomalies' v10, the normals' v01) and the numbers of units
+    of normals and anomalies: DeLong's, each observation a unit, or with `clusters` (and the `labels` that order v10
+    and v01) Obuchowski's, each cluster a unit (`clustered_variance`)."""
+    if clusters is None:
+        return float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01)), (len(v01), len(v10))
     labels, clusters = np.asarray(labels), np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
     area, n_clusters = float(v10.mean()), int(clusters.max()) + 1
     sums, counts = [], []

@@ -61,7 +61,7 @@ def test_the_test_grid_titles_each_column_with_its_score_label_and_side_of_the_t
     rows = {"input": rng.random((4, 8, 8, 3)), "score map": rng.random((4, 8, 8))}
     scores, labels = np.array([3.0, 2.0, 1.0, 0.5]), np.array([1, 0, 1, 0])
     figure = figures.extremes_figure(rows, scores, labels, threshold=1.5, per_block=2)
-    titles = [(ax.get_title(), ax.title.get_color()) for ax in figure.axes if ax.get_title()]
+    titles = [(text.get_text(), text.get_color()) for ax in figure.axes for text in ax.texts]
     assert titles == [
         ("3 ≥ t\nanomalous", figures.ANOMALOUS),
         ("2 ≥ t\nnormal", figures.NORMAL),

@@ -156,54 +156,68 @@ def ranks_figure(columns: list[str], ranks: list[float], cd: float, rows: int, p
     return figure
 
 
+def strip(pictures: np.ndarray, slots: int) -> tuple[np.ndarray, int]:
+    """`pictures` ([N, H, W, 3] or [N, H, W] score maps) side by side in `slots` equal panels with a gap between them,
+    as one image: a row of panels is one imshow, not one axes each (an axes costs ~30 ms to make, and the test grid has
+    dozens). The gaps and empty panels are white (NaN in a map, drawn as the colour map's "bad" colour). Returns the
+    strip and the panel pitch in pixels."""
+    n, h, w = pictures.shape[:3]
+    gap = max(1, w // 8)
+    pitch = w + gap
+    fill = np.nan if pictures.ndim == 3 else 1.0
+    row = np.full((h, slots * pitch - gap, *pictures.shape[3:]), fill, dtype=np.float32)
+    for i in range(min(n, slots)):
+        row[:, i * pitch : i * pitch + w] = pictures[i]
+    return row, pitch
+
+
+def strip_axes(ax, row: np.ndarray, **imshow) -> None:
+    ax.imshow(row, interpolation="nearest", **imshow)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def extremes_figure(
     rows: dict[str, np.ndarray], scores: np.ndarray, labels: np.ndarray, threshold: float | None, per_block: int
 ) -> Figure:
     """The test grid with its words: the `per_block` most anomalous samples, then as many least anomalous, one column
     each; a row per picture kind (`rows`: name → [N, H, W, 3] in [0, 1], or [N, H, W] score maps, drawn on one colour
     scale with its colour bar). Each column is titled with its score, its true label and which side of the threshold it
-    falls on ("≥ t": flagged)."""
+    falls on ("≥ t": flagged). Each row of pictures is one image (`strip`)."""
+    from matplotlib import colormaps
+
     kinds, n = list(rows), len(scores)
     blocks = [range(0, min(per_block, n)), range(min(per_block, n), n)]
     blocks = [b for b in blocks if len(b)]
     maps = [r for r in rows.values() if r.ndim == 3]
     low, high = (float(np.min(maps[0])), float(np.max(maps[0]))) if maps else (0.0, 1.0)
+    heat = colormaps["inferno"].with_extremes(bad="white")
     figure = Figure(figsize=(1.15 * per_block + 1.6, 1.25 * len(kinds) * len(blocks) + 0.4), dpi=90)
-    grid = figure.add_gridspec(
-        len(kinds) * len(blocks),
-        per_block + 1,
-        width_ratios=[1] * per_block + [0.12],
-        hspace=0.45,
-        top=0.9,
-        bottom=0.03,
-        left=0.1,
-        right=0.93,
-    )
+    place = dict(hspace=0.45, top=0.9, bottom=0.03, left=0.1, right=0.93)
+    grid = figure.add_gridspec(len(kinds) * len(blocks), 2, width_ratios=[per_block, 0.12], **place)
     shown = None
     for b, block in enumerate(blocks):
         for k, kind in enumerate(kinds):
-            for c in range(per_block):
-                ax = figure.add_subplot(grid[b * len(kinds) + k, c])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c >= len(block):
-                    ax.axis("off")
-                    continue
-                i = block[c]
-                picture = rows[kind][i]
-                if picture.ndim == 2:
-                    shown = ax.imshow(picture, cmap="inferno", vmin=low, vmax=high, interpolation="nearest")
-                else:
-                    ax.imshow(picture, interpolation="nearest")
-                if k == 0:
-                    side = "" if threshold is None else " ≥ t" if scores[i] >= threshold else " < t"
-                    colour = ANOMALOUS if labels[i] else NORMAL
-                    name = "anomalous" if labels[i] else "normal"
-                    ax.set_title(f"{scores[i]:.3g}{side}\n{name}", fontsize=7, color=colour)
-                if c == 0:
-                    ax.set_ylabel(kind if k else f"{('most', 'least')[b]} anomalous\n{kind}", fontsize=7)
+            ax = figure.add_subplot(grid[b * len(kinds) + k, 0])
+            row, pitch = strip(rows[kind][block.start : block.stop], per_block)
+            if row.ndim == 2:
+                strip_axes(ax, row, cmap=heat, vmin=low, vmax=high)
+                shown = ax.images[0]
+            else:
+                strip_axes(ax, row)
+            ax.set_ylabel(kind if k else f"{('most', 'least')[b]} anomalous\n{kind}", fontsize=7)
+            if k:
+                continue
+            for c, i in enumerate(block):
+                side = "" if threshold is None else " ≥ t" if scores[i] >= threshold else " < t"
+                colour = ANOMALOUS if labels[i] else NORMAL
+                title = f"{scores[i]:.3g}{side}\n{'anomalous' if labels[i] else 'normal'}"
+                x = c * pitch + (pitch - 1) / 2 - 0.5  # the panel's centre, in pixels
+                ax.text(x, -0.08 * row.shape[0], title, ha="center", va="bottom", fontsize=7, color=colour)
     if shown is not None:
-        figure.colorbar(shown, cax=figure.add_subplot(grid[:, per_block]), label="score map")
+        figure.colorbar(shown, cax=figure.add_subplot(grid[:, 1]), label="score map")
     t = "no threshold" if threshold is None else f"threshold t = {threshold:.4g}"
     figure.suptitle(f"test samples by score ({t}; title colour = true label)", fontsize=8)
     return figure
@@ -259,16 +273,12 @@ def overlays_figure(pictures: list[np.ndarray], titles: list[str]) -> Figure:
 
 def named_rows(rows: dict[str, np.ndarray], title: str) -> Figure:
     """Equally long rows of images ([N, H, W, 3] in [0, 1]), each row named on its left: e.g. OGNet's X, G(X),
-    G_old(X) and pseudo anomalies."""
+    G_old(X) and pseudo anomalies. Each row is one image (`strip`)."""
     n = len(next(iter(rows.values())))
     figure = Figure(figsize=(1.0 * n + 1.4, 1.05 * len(rows) + 0.4), dpi=90)
     for r, (name, images) in enumerate(rows.items()):
-        for c in range(n):
-            ax = figure.add_subplot(len(rows), n, r * n + c + 1)
-            ax.imshow(images[c], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, fontsize=7)
+        ax = figure.add_subplot(len(rows), 1, r + 1)
+        strip_axes(ax, strip(np.asarray(images), n)[0])
+        ax.set_ylabel(name, fontsize=7)
     figure.suptitle(title, fontsize=8)
     return figure

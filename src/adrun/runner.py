@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -164,7 +163,7 @@ def extra_ranks(plan: Plan):
     os.close(handle)
     plan_file = Path(name)
     plan.save(plan_file)
-    children = ddp.start_ranks([sys.executable, "-m", "adrun.runner", str(plan_file)], processes)
+    children = ddp.start_ranks("adrun.runner:execute_file", str(plan_file), processes)
     try:
         yield
     except BaseException:
@@ -274,5 +273,6 @@ def predict(plan: Plan, run: RunDir, module, datamodule) -> dict:
     return predicting.predict(plan.cfg, module, trainer, run, plan.start)
 
 
-if __name__ == "__main__":  # an extra DDP rank: `python -m adrun.runner <plan file>`
-    execute(Plan.load(Path(sys.argv[1])))
+def execute_file(plan_file: str) -> dict:
+    """An extra DDP rank's entry (`ddp.start_ranks`): the plan rank 0 wrote."""
+    return execute(Plan.load(Path(plan_file)))

@@ -73,6 +73,8 @@ def test_the_cli_writes_markdown_csv_and_png_and_marks_cells_with_fewer_seeds(tm
     assert "| 0 class0 | 0.600 ± 0.100 | 0.850 ± 0.071 † |" in md
     assert "| 2 class2 | 0.650 ± 0.071 † | 0.900 ± 0.000 † |" in md, "the failed job leaves n = 2 at class 2"
     assert "ganomaly: seed(s) 1 miss a row and are left out of its mean." in md
+    short = "ganomaly at 2: n = 2; ganomaly at mean: n = 2; fanogan: n = 2 in every row."
+    assert f"† fewer seeds than the other cells: {short}" in md, "a column short everywhere is one entry"
     assert "data.seed follows seed: each seed also draws its own data" in md
     assert "not in the table, failed:" in md and "non-finite loss" in md
     rows = list(csv.DictReader((out / "report.csv").open()))

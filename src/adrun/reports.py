@@ -228,6 +228,19 @@ def row_label(table: Table, row: str) -> str:
     return f"{row} {name}" if name and name != row else row
 
 
+def short_seeds(table: Table, short: dict[str, dict[str, int]]) -> list[str]:
+    """The † note's entries: one per column whose every cell has the same few seeds, else one per short cell."""
+    entries = []
+    for column in (c for c in table.columns if c in short):
+        rows = short[column]
+        every = {row for row in [*table.rows, "mean"] if (row, column) in table.cells}
+        if len(set(rows.values())) == 1 and set(rows) >= every:
+            entries.append(f"{column}: n = {next(iter(rows.values()))} in every row")
+        else:
+            entries += [f"{column} at {row}: n = {n}" for row, n in rows.items()]
+    return entries
+
+
 def cell_text(cell: Cell | None, digits: int = 3) -> str:
     if cell is None or cell.mean is None:
         return "–"
@@ -253,7 +266,7 @@ def markdown(table: Table, comparison=None) -> str:
         if column in table.references:
             header += [f"{column} reference", "Δ"]
     most = max(c.n for c in table.cells.values())
-    short = []
+    short: dict[str, dict[str, int]] = {}  # column → row → n, for the cells with fewer seeds than `most`
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in [*table.rows, *(["mean"] if len(table.rows) > 1 else [])]:
         cells = [f"**{row}**" if row == "mean" else row_label(table, row)]
@@ -265,7 +278,7 @@ def markdown(table: Table, comparison=None) -> str:
                 text += f" {tested.mark}"
             if cell is not None and cell.n < most:
                 text += " †"
-                short.append(f"{column} at {row}: n = {cell.n}")
+                short.setdefault(column, {})[row] = cell.n
             cells.append(text)
             if column in table.references:
                 ref = reference_value(table.references[column], row)
@@ -287,7 +300,7 @@ def markdown(table: Table, comparison=None) -> str:
             "is over both the training and the data drawn."
         )
     if short:
-        notes.append("† fewer seeds than the other cells: " + "; ".join(short) + ".")
+        notes.append("† fewer seeds than the other cells: " + "; ".join(short_seeds(table, short)) + ".")
     for column, seeds in table.left_out_seeds.items():
         if seeds:
             notes.append(f"{column}: seed(s) {', '.join(map(str, seeds))} miss a row and are left out of its mean.")

@@ -214,7 +214,7 @@ def extremes_figure(
                 side = "" if threshold is None else " ≥ t" if scores[i] >= threshold else " < t"
                 colour = ANOMALOUS if labels[i] else NORMAL
                 title = f"{scores[i]:.3g}{side}\n{'anomalous' if labels[i] else 'normal'}"
-                x = c * pitch + (pitch - 1) / 2 - 0.5  # the panel's centre, in pixels
+                x = c * pitch + (rows[kind].shape[2] - 1) / 2  # the panel's centre, in pixels
                 ax.text(x, -0.08 * row.shape[0], title, ha="center", va="bottom", fontsize=7, color=colour)
     if shown is not None:
         figure.colorbar(shown, cax=figure.add_subplot(grid[:, 1]), label="score map")

@@ -35,7 +35,7 @@ def test_every_method_trains_and_tests_under_ddp(method, under_ddp):
     writers = {path.name.split(".")[-2] for path in (run_dir / "tb").glob("events.out.tfevents.*")}
     assert len(writers) == 1, "only rank 0 (one process id) writes TensorBoard events"
     assert sorted(p.name for p in run_dir.iterdir()) == RUN_DIR, (
-        "the plan reached the other rank through a temporary file, not the run dir"
+        "the plan reached the other rank as an argument, nothing of it in the run dir"
     )
 
 

@@ -2,9 +2,9 @@
 
 Lightning's own launcher re-runs `sys.argv` in each new process. Under Hydra that re-runs a whole multirun (`-m` and
 its sweep are in argv) and, inside a joblib or submitit job, argv is not adrun's at all. So when a run asks for several
-processes on this node and nothing outside started them (torchrun, SLURM's srun), the runner writes its plan to a file
-and starts ranks 1…n−1, each entering the run at a function it names, with the environment that tells Lightning the
-processes exist (`LOCAL_RANK`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`). Rank 0 is the calling process.
+processes on this node and nothing outside started them (torchrun, SLURM's srun), the runner starts ranks
+1…n−1, each entering the run at a function it names with the plan as JSON, and with the environment that tells
+Lightning the processes exist (`LOCAL_RANK`, `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`). Rank 0 is the calling process.
 
 The ranks are forked from multiprocessing's fork server, which imports the entry's module once (torch, Lightning,
 torchmetrics: ~8 s of CPU) and touches no GPU: the next DDP run of a sweep in this process starts its ranks at once.

@@ -50,12 +50,12 @@ class Plan:
     def cfg(self) -> DictConfig:
         return OmegaConf.create(self.config)
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)))
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
     @classmethod
-    def load(cls, path: Path) -> Plan:
-        return cls(**json.loads(path.read_text()))
+    def from_json(cls, text: str) -> Plan:
+        return cls(**json.loads(text))
 
 
 def prepare(

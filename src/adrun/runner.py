@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -153,24 +151,18 @@ def record_failure(cfg: DictConfig, run_dir: Path, overrides: list[str], hardwar
 
 @contextlib.contextmanager
 def extra_ranks(plan: Plan):
-    """This node's other DDP ranks, started from the plan (as a file) when the run needs them and nothing else
-    started them; stopped when the block ends, as failed if it raised."""
+    """This node's other DDP ranks, started from the plan (as JSON) when the run needs them and nothing else started
+    them; stopped when the block ends, as failed if it raised."""
     processes = ddp.local_process_count(plan.trainer_args) if plan.mode != "predict" else 1
     if processes <= 1 or ddp.started_elsewhere():
         yield
         return
-    handle, name = tempfile.mkstemp(prefix="adrun-plan-", suffix=".json")
-    os.close(handle)
-    plan_file = Path(name)
-    plan.save(plan_file)
-    children = ddp.start_ranks("adrun.runner:execute_file", str(plan_file), processes)
+    children = ddp.start_ranks("adrun.runner:execute_json", plan.to_json(), processes)
     try:
         yield
     except BaseException:
         ddp.stop_ranks(children, failed=True)
         raise
-    finally:
-        plan_file.unlink(missing_ok=True)
     ddp.stop_ranks(children, failed=False)
 
 
@@ -273,6 +265,6 @@ def predict(plan: Plan, run: RunDir, module, datamodule) -> dict:
     return predicting.predict(plan.cfg, module, trainer, run, plan.start)
 
 
-def execute_file(plan_file: str) -> dict:
-    """An extra DDP rank's entry (`ddp.start_ranks`): the plan rank 0 wrote."""
-    return execute(Plan.load(Path(plan_file)))
+def execute_json(plan: str) -> dict:
+    """An extra DDP rank's entry (`ddp.start_ranks`): the plan rank 0 made, as JSON."""
+    return execute(Plan.from_json(plan))

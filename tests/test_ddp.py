@@ -57,3 +57,17 @@ def test_a_checkpoint_tests_on_other_data_to_the_same_scores_in_one_process_and_
             for path in (tmp_path / f"cpu{job}" / "scores.csv", tmp_path / "ddp" / str(job) / "scores.csv")
         )
         assert cpu == ddp
+
+
+@pytest.mark.parametrize("devices, says", [(1, True), (2, False)])
+def test_a_ddp_profile_left_with_one_device_says_it_trains_in_one_process(devices, says, caplog):
+    """launcher=local gives each job one device: hardware=cpu_ddp then trains in one process, and the run says so."""
+    from types import SimpleNamespace
+
+    from adrun.runner import say_what_trains
+
+    args = {"accelerator": "cpu", "strategy": "ddp", "devices": devices}
+    plan = SimpleNamespace(trainer_args=args, facts={"hardware": "cpu_ddp"}, mode="train", start=None)
+    with caplog.at_level("INFO", logger="adrun"):
+        say_what_trains(plan, SimpleNamespace(left_out_known_anomalies=0), writes=True)
+    assert ("hardware=cpu_ddp asks for DDP, but this run has one device" in caplog.text) is says

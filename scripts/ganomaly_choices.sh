@@ -27,10 +27,12 @@ declare -A rows=(
   [imagenet]="method.input_norm=imagenet data.channels=3"
   [matched]="experiment=ganomaly_anomalib method.input_norm=tanh data.batch_size=64"
   [matched_drop]="experiment=ganomaly_anomalib method.input_norm=tanh data.batch_size=64 data.drop_last=true"
+  # matched_drop but the paper's DCGAN init: what init=torch costs beside anomalib's other choices
+  [matched_dcgan]="experiment=ganomaly_anomalib method.input_norm=tanh data.batch_size=64 data.drop_last=true method.init=dcgan"
   [preset]="experiment=ganomaly_anomalib"
 )
 order="defaults drop_last_false init_torch adv_outputs enc_smooth_l1 padding4 d_reinit_off channels3 batch32 imagenet"
-order="$order matched matched_drop preset"
+order="$order matched matched_drop matched_dcgan preset"
 wanted=${ONLY:-$order score_mse}
 for name in $order; do
   [[ " $wanted " == *" $name "* ]] || continue

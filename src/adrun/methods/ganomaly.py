@@ -37,9 +37,11 @@ last batch (anomalib 2.x, src/anomalib/models/image/ganomaly/, read at commit 19
 Measured (docs/results/ganomaly_choices.md: Fashion-MNIST budget protocol, 10 classes × 2 seeds, paired Δ): the
 paper's defaults score 0.905. Keeping a 4-image last training batch (`data.drop_last=false`; the official code drops
 it) costs 0.127; `init: torch` alone 0.080; anomalib's choices together, in [−1, 1] and batch 64, 0.030 with the
-paper's batching and 0.203 with the short batch; `score_norm: mse` changes nothing (+0.001). Alone: `adv_loss:
-outputs` +0.006, `enc_loss: smooth_l1` −0.003, `first_padding: 4` −0.002 (none shown after Holm), and
-`d_reinit_below: 0` the very same runs (D's loss never falls below 1e-5 at this budget).
+paper's batching and 0.203 with the short batch; `score_norm: mse` changes nothing (+0.001). Alone: `input_norm:
+imagenet` (3 channels) +0.016, the one switch shown (Holm over 7), and upwards although the tanh cannot reach the
+normalised background; `adv_loss: outputs` +0.006, `enc_loss: smooth_l1` −0.003, `first_padding: 4` −0.002,
+`data.channels=3` −0.002, `data.batch_size=32` −0.005 (none shown), and `d_reinit_below: 0` the very same runs (D's
+loss never falls below 1e-5 at this budget). The switches do not add up (alone −0.080, together −0.030).
 
 BatchNorm at test time: `test_batchnorm: eval` uses running statistics (inductive). The official code scores with
 BatchNorm in training mode, i.e. with each test batch's own statistics; `test_batchnorm: train` reproduces that. It is

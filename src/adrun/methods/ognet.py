@@ -27,7 +27,11 @@ the default; but the code's learning rates were set under the weaker D, and with
 reconstructions degrade on short budgets (measured in the issue-5 note). On real digits (32 px, classes 1 and 2,
 seeds 0 and 1, docs/results/ognet_digits.md) phase 2 lifts AUROC under both, and `paper` ends higher in all four
 pairs (0.809 ± 0.087 vs 0.700 ± 0.123): the default. At the paper's 45 px, on the same pairs, phase 2 lifts AUROC
-from 0.46 (phase 1) to 0.875 ± 0.047. G_old is a frozen copy of G taken after `low_epoch` epochs.
+from 0.46 (phase 1) to 0.875 ± 0.047. On the Fashion-MNIST budget protocol (900 training images, seed 0,
+docs/results/fmnist_budget/ognet/) OGNet scores 0.699 against GANomaly's 0.902: its 5 phase-1 epochs give G 70 steps,
+its reconstructions are mostly blobs, and where G(X) looks like the pseudo anomalies phase 2 can lower AUROC (Coat
+0.458 → 0.241); AUROC falls with G's validation MSE (Spearman −0.86 over the classes). It needs G steps, not another
+phase 2. G_old is a frozen copy of G taken after `low_epoch` epochs.
 
 Noise (`noise_std`, `noise_clamp`): the code's option is `sigma_noise = 0.9` in [-1, 1] image units, but it squares
 it before passing it as the standard deviation (`gaussian(input, 1, 0, sigma_noise ** 2)`), so the noise it adds has

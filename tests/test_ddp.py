@@ -4,9 +4,11 @@ rank runs the very plan rank 0 made), several DDP runs follow each other in one 
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from adrun.runner import say_what_trains
 from tests.conftest import METHODS, RUN_DIR, SMALL, run, tiny
 
 
@@ -62,10 +64,6 @@ def test_a_checkpoint_tests_on_other_data_to_the_same_scores_in_one_process_and_
 @pytest.mark.parametrize("devices, says", [(1, True), (2, False)])
 def test_a_ddp_profile_left_with_one_device_says_it_trains_in_one_process(devices, says, caplog):
     """launcher=local gives each job one device: hardware=cpu_ddp then trains in one process, and the run says so."""
-    from types import SimpleNamespace
-
-    from adrun.runner import say_what_trains
-
     args = {"accelerator": "cpu", "strategy": "ddp", "devices": devices}
     plan = SimpleNamespace(trainer_args=args, facts={"hardware": "cpu_ddp"}, mode="train", start=None)
     with caplog.at_level("INFO", logger="adrun"):

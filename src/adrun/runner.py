@@ -221,8 +221,8 @@ def say_what_trains(plan: Plan, datamodule, writes: bool) -> None:
     ddp_asked = str(args.get("strategy", "")).startswith("ddp") and args.get("num_nodes", 1) == 1
     if writes and ddp_asked and ddp.local_process_count(args) == 1 and not ddp.started_elsewhere():
         log.info(
-            f"note: hardware={plan.facts['hardware']} asks for DDP, but this run has one device (launcher=local "
-            "gives each job one): it trains in one process"
+            f"note: hardware={plan.facts['hardware']} asks for DDP, but this run has one device, so it trains in one "
+            "process (launcher=local gives each job one device)"
         )
 
 
